@@ -4,7 +4,8 @@
 #include <torch/version.h>
 
 #define DIFFUSE_TORCH_AT_LEAST(major, minor) \
-  (TORCH_VERSION_MAJOR > (major) || (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
+  (TORCH_VERSION_MAJOR > (major) ||          \
+   (TORCH_VERSION_MAJOR == (major) && TORCH_VERSION_MINOR >= (minor)))
 
 // at::scaled_dot_product_attention (flash / memory-efficient kernels) arrived in 2.0.
 #define DIFFUSE_HAS_SDPA DIFFUSE_TORCH_AT_LEAST(2, 0)
@@ -30,7 +31,9 @@ class AutocastGuard {
 };
 
 // Gradients are freed, not zeroed (1.13's default was to zero).
-inline void zero_grad(torch::optim::Optimizer& opt) { opt.zero_grad(true); }
+inline void zero_grad(torch::optim::Optimizer& opt) {
+  opt.zero_grad(true);
+}
 
 // Scaled dot-product attention over (B, heads, L, d) tensors.
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);

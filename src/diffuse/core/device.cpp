@@ -7,10 +7,12 @@
 namespace diffuse {
 
 torch::Device parse_device(const std::string& spec) {
-  if (spec == "auto") return torch::cuda::is_available() ? torch::Device("cuda") : torch::Device("cpu");
+  if (spec == "auto")
+    return torch::cuda::is_available() ? torch::Device("cuda") : torch::Device("cpu");
   if (spec == "cpu") return torch::Device("cpu");
   if (spec.rfind("cuda", 0) == 0) {
-    check(torch::cuda::is_available(), "--device ", spec, ": CUDA is not available in this build or machine");
+    check(torch::cuda::is_available(), "--device ", spec,
+          ": CUDA is not available in this build or machine");
     return torch::Device(spec);
   }
   fail("--device: unknown device '", spec, "' (expected auto, cpu, cuda or cuda:N)");

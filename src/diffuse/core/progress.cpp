@@ -22,7 +22,9 @@ ProgressBar::ProgressBar(int64_t total, std::string label, std::string unit, boo
   start_ = last_draw_ = std::chrono::steady_clock::now();
 }
 
-ProgressBar::~ProgressBar() { finish(); }
+ProgressBar::~ProgressBar() {
+  finish();
+}
 
 void ProgressBar::update(int64_t n, const std::string& extra) {
   done_ += n;
@@ -54,8 +56,8 @@ void ProgressBar::draw(bool force) {
   const int filled = static_cast<int>(frac * width);
   std::string bar(filled, '#');
   bar += std::string(width - filled, '.');
-  std::fprintf(stderr, "%s%s [%s] %lld/%lld %5.1f%% %.2f %s/s elapsed %s eta %s%s%s", tty ? "\r" : "",
-               label_.c_str(), bar.c_str(), static_cast<long long>(done_),
+  std::fprintf(stderr, "%s%s [%s] %lld/%lld %5.1f%% %.2f %s/s elapsed %s eta %s%s%s",
+               tty ? "\r" : "", label_.c_str(), bar.c_str(), static_cast<long long>(done_),
                static_cast<long long>(total_), 100.0 * frac, rate, unit_.c_str(),
                format_duration(elapsed).c_str(), format_duration(eta).c_str(),
                extra_.empty() ? "" : "  ", extra_.c_str());

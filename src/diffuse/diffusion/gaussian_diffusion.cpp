@@ -1,0 +1,176 @@
+#include "diffuse/diffusion/gaussian_diffusion.h"
+
+#include <cmath>
+
+#include "diffuse/core/error.h"
+#include "diffuse/diffusion/losses.h"
+
+namespace diffuse {
+
+VarianceType parse_variance_type(const std::string& name) {
+  if (name == "fixed-small" || name == "fixed_small") return VarianceType::FixedSmall;
+  if (name == "fixed-large" || name == "fixed_large") return VarianceType::FixedLarge;
+  if (name == "learned-range" || name == "learned_range") return VarianceType::LearnedRange;
+  fail("variance type: unknown '", name, "' (expected fixed-small, fixed-large or learned-range)");
+}
+
+std::string to_string(VarianceType v) {
+  switch (v) {
+    case VarianceType::FixedSmall:
+      return "fixed-small";
+    case VarianceType::FixedLarge:
+      return "fixed-large";
+    case VarianceType::LearnedRange:
+      return "learned-range";
+  }
+  return "?";
+}
+
+LossType parse_loss_type(const std::string& name) {
+  if (name == "simple" || name == "mse") return LossType::Simple;
+  if (name == "hybrid") return LossType::Hybrid;
+  fail("loss: unknown '", name, "' (expected simple or hybrid)");
+}
+
+std::string to_string(LossType l) {
+  return l == LossType::Simple ? "simple" : "hybrid";
+}
+
+GaussianDiffusion::GaussianDiffusion(Schedule schedule, PredictionType prediction,
+                                     VarianceType variance)
+    : schedule_(std::move(schedule)), prediction_(prediction), variance_(variance) {
+  const int64_t T = schedule_.num_timesteps();
+  log_betas_.resize(T);
+  large_variance_.resize(T);
+  large_log_variance_.resize(T);
+  for (int64_t t = 0; t < T; ++t) {
+    log_betas_[t] = std::log(schedule_.betas[t]);
+    large_variance_[t] = (t == 0 && T > 1) ? schedule_.posterior_variance[1] : schedule_.betas[t];
+    large_log_variance_[t] = std::log(large_variance_[t]);
+  }
+}
+
+int64_t GaussianDiffusion::model_output_channels(int64_t data_channels) const {
+  return variance_ == VarianceType::LearnedRange ? 2 * data_channels : data_channels;
+}
+
+torch::Tensor GaussianDiffusion::extract(const std::vector<double>& table, const torch::Tensor& t,
+                                         const torch::Tensor& x) const {
+  torch::Tensor on_device;
+  {
+    std::lock_guard<std::mutex> lock(cache_mutex_);
+    auto key = std::make_pair(static_cast<const void*>(&table), x.device().str());
+    auto it = device_tables_.find(key);
+    if (it == device_tables_.end()) {
+      auto host = torch::tensor(table, torch::kFloat64);
+      it = device_tables_.emplace(key, host.to(x.device())).first;
+    }
+    on_device = it->second;
+  }
+  std::vector<int64_t> shape(std::max<int64_t>(x.dim(), 1), 1);
+  shape[0] = t.numel();
+  return on_device.index_select(0, t.to(x.device(), torch::kLong).reshape({-1}))
+      .to(x.scalar_type())
+      .view(shape);
+}
+
+MeanVariance GaussianDiffusion::q_mean_variance(const torch::Tensor& x0,
+                                                const torch::Tensor& t) const {
+  const auto& s = schedule_;
+  auto one_minus = extract(s.sqrt_one_minus_alphas_cumprod, t, x0);
+  return {extract(s.sqrt_alphas_cumprod, t, x0) * x0, one_minus * one_minus,
+          extract(s.log_one_minus_alphas_cumprod, t, x0)};
+}
+
+torch::Tensor GaussianDiffusion::q_sample(const torch::Tensor& x0, const torch::Tensor& t,
+                                          const torch::Tensor& noise) const {
+  return extract(schedule_.sqrt_alphas_cumprod, t, x0) * x0 +
+         extract(schedule_.sqrt_one_minus_alphas_cumprod, t, x0) * noise;
+}
+
+MeanVariance GaussianDiffusion::q_posterior_mean_variance(const torch::Tensor& x0,
+                                                          const torch::Tensor& x_t,
+                                                          const torch::Tensor& t) const {
+  const auto& s = schedule_;
+  auto mean =
+      extract(s.posterior_mean_coef1, t, x_t) * x0 + extract(s.posterior_mean_coef2, t, x_t) * x_t;
+  return {mean, extract(s.posterior_variance, t, x_t),
+          extract(s.posterior_log_variance_clipped, t, x_t)};
+}
+
+PMeanVariance GaussianDiffusion::p_mean_variance(const torch::Tensor& model_output,
+                                                 const torch::Tensor& x_t, const torch::Tensor& t,
+                                                 bool clip_x0) const {
+  const int64_t C = x_t.size(1);
+  check(model_output.dim() == x_t.dim() && model_output.size(0) == x_t.size(0) &&
+            model_output.size(1) == model_output_channels(C),
+        "model output has shape ", model_output.sizes(), " but the process expects ",
+        model_output_channels(C), " channels for x_t of shape ", x_t.sizes());
+  torch::Tensor pred = model_output, log_variance;
+  if (variance_ == VarianceType::LearnedRange) {
+    pred = model_output.narrow(1, 0, C);
+    const auto frac = (model_output.narrow(1, C, C) + 1.0) / 2.0;
+    log_variance = frac * extract(log_betas_, t, x_t) +
+                   (1.0 - frac) * extract(schedule_.posterior_log_variance_clipped, t, x_t);
+  } else if (variance_ == VarianceType::FixedLarge) {
+    log_variance = extract(large_log_variance_, t, x_t).expand_as(x_t);
+  } else {
+    log_variance = extract(schedule_.posterior_log_variance_clipped, t, x_t).expand_as(x_t);
+  }
+  const auto a = extract(schedule_.sqrt_alphas_cumprod, t, x_t);
+  const auto s = extract(schedule_.sqrt_one_minus_alphas_cumprod, t, x_t);
+  const auto x0_eps = clip_x0 ? split_prediction_clipped(prediction_, pred, x_t, a, s)
+                              : split_prediction(prediction_, pred, x_t, a, s);
+  auto post = q_posterior_mean_variance(x0_eps.x0, x_t, t);
+  return {post.mean, torch::exp(log_variance), log_variance, x0_eps.x0, x0_eps.eps};
+}
+
+torch::Tensor GaussianDiffusion::vb_terms_bpd(const torch::Tensor& model_output,
+                                              const torch::Tensor& x0, const torch::Tensor& x_t,
+                                              const torch::Tensor& t, bool clip_x0,
+                                              torch::Tensor* pred_x0) const {
+  const double ln2 = std::log(2.0);
+  auto q = q_posterior_mean_variance(x0, x_t, t);
+  auto p = p_mean_variance(model_output, x_t, t, clip_x0);
+  auto kl = mean_flat(normal_kl(q.mean, q.log_variance, p.mean, p.log_variance)) / ln2;
+  auto decoder_nll =
+      -mean_flat(discretized_gaussian_log_likelihood(x0, p.mean, 0.5 * p.log_variance)) / ln2;
+  if (pred_x0) *pred_x0 = p.pred_x0;
+  return torch::where(t.to(kl.device()).reshape({-1}) == 0, decoder_nll, kl);
+}
+
+torch::Tensor GaussianDiffusion::prior_bpd(const torch::Tensor& x0) const {
+  auto t = torch::full({x0.size(0)}, num_timesteps() - 1,
+                       torch::TensorOptions().dtype(torch::kLong).device(x0.device()));
+  auto q = q_mean_variance(x0, t);
+  auto zero = torch::zeros_like(q.mean);
+  return mean_flat(normal_kl(q.mean, q.log_variance.expand_as(q.mean), zero, zero)) / std::log(2.0);
+}
+
+TrainingLosses GaussianDiffusion::training_losses(const torch::Tensor& model_output,
+                                                  const torch::Tensor& x0, const torch::Tensor& x_t,
+                                                  const torch::Tensor& t,
+                                                  const torch::Tensor& noise, LossType loss) const {
+  const int64_t C = x_t.size(1);
+  check(model_output.size(1) == model_output_channels(C), "model output has ", model_output.size(1),
+        " channels, the process expects ", model_output_channels(C));
+  check(loss == LossType::Simple || variance_ == VarianceType::LearnedRange,
+        "--loss hybrid needs --variance learned-range (the hybrid loss trains the variance)");
+  const auto pred = model_output.narrow(1, 0, C);
+  const auto a = extract(schedule_.sqrt_alphas_cumprod, t, x0);
+  const auto s = extract(schedule_.sqrt_one_minus_alphas_cumprod, t, x0);
+  const auto target = prediction_target(prediction_, x0, noise, a, s);
+  TrainingLosses out;
+  out.mse = mean_flat((target - pred.to(target.scalar_type())).pow(2));
+  out.loss = out.mse;
+  if (loss == LossType::Hybrid) {
+    // L_vlb trains only the variance: the mean's gradient comes from L_simple alone.
+    auto frozen = torch::cat({pred.detach(), model_output.narrow(1, C, C)}, 1);
+    out.vb = vb_terms_bpd(frozen.to(x0.scalar_type()), x0, x_t, t);
+    // lambda = 0.001 on L_vlb = T E_t[L_t]: the per-sample term is scaled by T / 1000.
+    out.loss = out.mse + out.vb * (static_cast<double>(num_timesteps()) / 1000.0);
+  }
+  return out;
+}
+
+}  // namespace diffuse

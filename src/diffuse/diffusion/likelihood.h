@@ -1,0 +1,40 @@
+// The full variational bound as an NLL in bits/dim (Ho et al. eq. 5; Nichol & Dhariwal sec. 3.2):
+// L = L_T + sum_{t>0} L_{t-1} + L_0, with every term evaluated (or an evenly spaced subset, which
+// gives an estimate).
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+#include <vector>
+
+#include "diffuse/diffusion/gaussian_diffusion.h"
+
+namespace diffuse {
+
+// Network output at (x_t, t): x_t (B, C, H, W), t (B) int64.
+using ModelFn = std::function<torch::Tensor(const torch::Tensor& x_t, const torch::Tensor& t)>;
+
+struct BpdOptions {
+  int64_t terms = 0;     // 0 = all T terms; K < T = K evenly spaced terms (an estimate)
+  bool clip_x0 = false;  // clamp the predicted x_0 (improved-diffusion evaluates with it on)
+  uint64_t seed = 0;     // noise for each q_sample, from a CPU generator
+  bool progress = false;
+};
+
+struct BpdResult {
+  torch::Tensor total_bpd;  // (B) the bound, bits/dim
+  torch::Tensor prior_bpd;  // (B) L_T
+  torch::Tensor terms_bpd;  // (B, K) L_t at each evaluated timestep, in the order of `timesteps`
+  torch::Tensor x0_mse;     // (B, K) error of the predicted x_0
+  std::vector<int64_t> timesteps;  // the K evaluated t, ascending
+  bool estimate = false;           // true when K < T
+};
+
+// Timesteps evaluated for K terms out of T: all of them for K = 0 or K >= T, else round(k T / K).
+std::vector<int64_t> bpd_timesteps(int64_t T, int64_t K);
+
+// x0: (B, C, H, W) 8-bit data scaled to [-1, 1]. The computation runs in x0's dtype and device.
+BpdResult calc_bpd_loop(const GaussianDiffusion& diffusion, const ModelFn& model,
+                        const torch::Tensor& x0, const BpdOptions& options = {});
+
+}  // namespace diffuse
