@@ -5,6 +5,7 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "diffuse/core/error.h"
 #include "diffuse/diffusion/gaussian_diffusion.h"
@@ -299,6 +300,7 @@ TEST(Losses, VlbOfExactModelIsAboveDataEntropyAndTight) {
   auto est = calc_bpd_loop(d, exact, x0, opt);
   EXPECT_TRUE(est.estimate);
   EXPECT_EQ(est.timesteps.front(), 0);
+  EXPECT_NEAR(std::accumulate(est.weights.begin(), est.weights.end(), 0.0), 1000.0, 1e-9);
   EXPECT_NEAR(est.total_bpd.mean().item<double>(), bpd, 0.1);
   std::cout << "entropy " << entropy << " bits/dim, bound " << bpd << " +- " << se << ", zeros "
             << zero_bpd << "\n";

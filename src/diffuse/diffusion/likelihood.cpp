@@ -13,11 +13,26 @@ std::vector<int64_t> bpd_timesteps(int64_t T, int64_t K) {
     for (int64_t t = 0; t < T; ++t) ts.push_back(t);
     return ts;
   }
-  for (int64_t k = 0; k < K; ++k) {
-    const auto t = static_cast<int64_t>(std::llround(static_cast<double>(k) * T / K));
-    if (ts.empty() || t > ts.back()) ts.push_back(std::min(t, T - 1));
+  ts.push_back(0);
+  for (int64_t k = 0; k < K - 1; ++k) {
+    const double u = K > 2 ? static_cast<double>(k) / (K - 2) : 0.0;
+    const auto t = 1 + static_cast<int64_t>(std::llround(u * u * (T - 2)));
+    if (t > ts.back()) ts.push_back(std::min(t, T - 1));
   }
   return ts;
+}
+
+std::vector<double> bpd_weights(int64_t T, const std::vector<int64_t>& ts) {
+  std::vector<double> w(ts.size(), 1.0);
+  if (static_cast<int64_t>(ts.size()) >= T) return w;
+  // Cell of ts[k] (k >= 1): from the midpoint with its left neighbour to the midpoint with its
+  // right one, the outer cells closed at 1 and T - 1.
+  for (size_t k = 1; k < ts.size(); ++k) {
+    const double lo = k == 1 ? 0.5 : 0.5 * (ts[k - 1] + ts[k]);
+    const double hi = k + 1 == ts.size() ? T - 0.5 : 0.5 * (ts[k] + ts[k + 1]);
+    w[k] = hi - lo;
+  }
+  return w;
 }
 
 BpdResult calc_bpd_loop(const GaussianDiffusion& diffusion, const ModelFn& model,
@@ -45,8 +60,9 @@ BpdResult calc_bpd_loop(const GaussianDiffusion& diffusion, const ModelFn& model
   r.prior_bpd = diffusion.prior_bpd(x0);
   r.terms_bpd = terms;
   r.x0_mse = mse;
-  // Each evaluated term stands for T / K terms of the sum when only K are evaluated.
-  r.total_bpd = terms.sum(1) * (static_cast<double>(T) / K) + r.prior_bpd;
+  r.weights = bpd_weights(T, r.timesteps);
+  auto w = torch::tensor(r.weights, torch::kFloat64).to(x0.options());
+  r.total_bpd = (terms * w).sum(1) + r.prior_bpd;
   return r;
 }
 

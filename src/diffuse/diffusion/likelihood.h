@@ -27,11 +27,18 @@ struct BpdResult {
   torch::Tensor terms_bpd;  // (B, K) L_t at each evaluated timestep, in the order of `timesteps`
   torch::Tensor x0_mse;     // (B, K) error of the predicted x_0
   std::vector<int64_t> timesteps;  // the K evaluated t, ascending
+  std::vector<double> weights;     // how many terms of the sum each stands for
   bool estimate = false;           // true when K < T
 };
 
-// Timesteps evaluated for K terms out of T: all of them for K = 0 or K >= T, else round(k T / K).
+// Timesteps evaluated for K terms out of T: all of them for K = 0 or K >= T; else t = 0 (the
+// decoder term L_0, counted once) and K - 1 t in [1, T-1] spaced quadratically (the KL terms are
+// largest and change fastest at small t), each weighted by the width of the cell of timesteps it
+// stands for (a quadrature of the sum).
 std::vector<int64_t> bpd_timesteps(int64_t T, int64_t K);
+// The weight of each evaluated term: 1 for the full sum; cell widths summing to T-1 (plus 1 for
+// L_0) for a subset.
+std::vector<double> bpd_weights(int64_t T, const std::vector<int64_t>& timesteps);
 
 // x0: (B, C, H, W) 8-bit data scaled to [-1, 1]. The computation runs in x0's dtype and device.
 BpdResult calc_bpd_loop(const GaussianDiffusion& diffusion, const ModelFn& model,
