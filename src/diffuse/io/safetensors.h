@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 
 namespace diffuse {
 
@@ -18,6 +19,9 @@ struct SafetensorsFile {
 // shapes, offsets inside the data area, no overlaps or gaps, total size). Any problem throws
 // diffuse::Error naming the file and the problem.
 SafetensorsFile load_safetensors(const std::string& path);
+
+// The same for a file's bytes already in memory; `path` only names them in errors.
+SafetensorsFile parse_safetensors(std::string_view bytes, const std::string& path);
 
 // Writes tensors (any device; copied to CPU contiguous) atomically: temporary file, fsync, rename.
 void save_safetensors(const std::string& path, const std::map<std::string, torch::Tensor>& tensors,
