@@ -56,14 +56,20 @@ int64_t GaussianDiffusion::model_output_channels(int64_t data_channels) const {
 
 torch::Tensor GaussianDiffusion::extract(const std::vector<double>& table, const torch::Tensor& t,
                                          const torch::Tensor& x) const {
+  // Tables are identified by their offset within this object or its schedule, so copies of the
+  // object (whose members live elsewhere) still find the same entries.
+  const auto* base = reinterpret_cast<const char*>(this);
+  const auto* addr = reinterpret_cast<const char*>(&table);
+  const size_t id = static_cast<size_t>(addr - base);
   torch::Tensor on_device;
   {
-    std::lock_guard<std::mutex> lock(cache_mutex_);
-    auto key = std::make_pair(static_cast<const void*>(&table), x.device().str());
-    auto it = device_tables_.find(key);
-    if (it == device_tables_.end()) {
+    std::lock_guard<std::mutex> lock(device_tables_->mutex);
+    auto key = std::make_pair(id, x.device().str());
+    auto& cache = device_tables_->tables;
+    auto it = cache.find(key);
+    if (it == cache.end()) {
       auto host = torch::tensor(table, torch::kFloat64);
-      it = device_tables_.emplace(key, host.to(x.device())).first;
+      it = cache.emplace(key, host.to(x.device())).first;
     }
     on_device = it->second;
   }

@@ -6,6 +6,7 @@
 #include <torch/torch.h>
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -93,8 +94,12 @@ class GaussianDiffusion {
   // Fixed-large variance: beta_t, with beta~_1 at t = 0 so that L_0 uses a sensible decoder
   // variance.
   std::vector<double> large_variance_, large_log_variance_;
-  mutable std::mutex cache_mutex_;
-  mutable std::map<std::pair<const void*, std::string>, torch::Tensor> device_tables_;
+  // Copies of the tables on each device, keyed by (table, device); shared by copies of this object.
+  struct DeviceTables {
+    std::mutex mutex;
+    std::map<std::pair<size_t, std::string>, torch::Tensor> tables;
+  };
+  std::shared_ptr<DeviceTables> device_tables_ = std::make_shared<DeviceTables>();
 };
 
 }  // namespace diffuse

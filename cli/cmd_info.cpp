@@ -1,0 +1,36 @@
+// diffuse info: what this build and machine offer.
+#include <iostream>
+#include <thread>
+
+#include "commands.h"
+#include "diffuse/core/compat.h"
+#include "diffuse/models/presets.h"
+
+namespace diffuse::cli {
+
+Command info_command() {
+  Command c;
+  c.name = "info";
+  c.summary = "show the LibTorch version, devices and model presets";
+  c.usage = "diffuse info [--require-cuda]";
+  c.options = {{"require-cuda", "", "exit with status 1 unless a CUDA device is usable", true}};
+  c.run = [](const Args& a) {
+    const bool cuda = torch::cuda::is_available();
+    std::cout << "LibTorch " << torch_version() << "\n"
+              << "CUDA code paths compiled: "
+#ifdef DIFFUSE_WITH_CUDA
+              << "yes"
+#else
+              << "no"
+#endif
+              << "\nCUDA devices: " << (cuda ? torch::cuda::device_count() : 0) << "\n"
+              << "CPU cores: " << std::thread::hardware_concurrency() << "\n"
+              << "model presets:\n";
+    for (const auto& [name, what] : preset_names())
+      std::cout << "  " << name << ": " << what << "\n";
+    return a.flag("require-cuda") && !cuda ? 1 : 0;
+  };
+  return c;
+}
+
+}  // namespace diffuse::cli

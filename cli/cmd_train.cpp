@@ -1,0 +1,147 @@
+// diffuse train: Algorithm 1 of Ho et al. on a dataset, into a run folder.
+#include <iostream>
+#include <sstream>
+
+#include "commands.h"
+#include "diffuse/core/error.h"
+#include "diffuse/models/presets.h"
+#include "diffuse/train/trainer.h"
+
+namespace diffuse::cli {
+
+namespace {
+
+template <typename T>
+std::string text(const T& v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+std::string presets_list() {
+  std::string s;
+  for (const auto& n : preset_names()) s += (s.empty() ? "" : ", ") + n.first;
+  return s;
+}
+
+// Options that may change when a run is resumed; everything else comes from its config.json.
+const std::vector<std::string> kResumable = {"steps",        "time-limit", "log-every",
+                                             "sample-every", "ckpt-every", "keep",
+                                             "device",       "threads",    "bf16"};
+
+void apply(TrainConfig& c, const Args& a, bool only_given) {
+  auto want = [&](const std::string& n) { return a.has(n) && (!only_given || a.given(n)); };
+  if (want("data")) c.data = a.str("data");
+  if (want("image-size")) c.image_size = a.integer("image-size");
+  if (want("no-flip") && a.flag("no-flip")) c.flip = false;
+  if (want("model")) c.model = a.str("model");
+  if (want("prediction")) c.prediction = a.str("prediction");
+  if (want("variance")) c.variance = a.str("variance");
+  if (want("loss")) c.loss = a.str("loss");
+  if (want("schedule")) c.schedule = a.str("schedule");
+  if (want("timesteps")) c.timesteps = a.integer("timesteps");
+  if (want("timestep-sampler")) c.timestep_sampler = a.str("timestep-sampler");
+  if (want("dropout")) c.dropout = a.number("dropout");
+  if (want("steps")) c.steps = a.integer("steps");
+  if (want("batch")) c.batch = a.integer("batch");
+  if (want("lr")) c.lr = a.number("lr");
+  if (want("warmup")) c.warmup = a.integer("warmup");
+  if (want("weight-decay")) c.weight_decay = a.number("weight-decay");
+  if (want("grad-clip")) c.grad_clip = a.number("grad-clip");
+  if (want("ema-decay")) c.ema_decay = a.number("ema-decay");
+  if (want("no-ema-warmup") && a.flag("no-ema-warmup")) c.ema_warmup = false;
+  if (want("seed")) c.seed = static_cast<uint64_t>(a.integer("seed"));
+  if (want("time-limit")) c.time_limit = a.number("time-limit");
+  if (want("out")) c.out = a.str("out");
+  if (want("log-every")) c.log_every = a.integer("log-every");
+  if (want("sample-every")) c.sample_every = a.integer("sample-every");
+  if (want("ckpt-every")) c.ckpt_every = a.integer("ckpt-every");
+  if (want("keep")) c.keep = a.integer("keep");
+  if (want("sample-n")) c.sample_n = a.integer("sample-n");
+  if (want("sample-steps")) c.sample_steps = a.integer("sample-steps");
+  if (want("device")) c.device = a.str("device");
+  if (want("no-bf16") && a.flag("no-bf16")) c.bf16 = false;
+  if (want("threads")) c.threads = a.integer("threads");
+}
+
+int run_train(const Args& a) {
+  if (a.has("resume")) {
+    for (const auto& [name, given] : std::map<std::string, std::string>(a.values()))
+      if (a.given(name) && name != "resume")
+        check(
+            std::find(kResumable.begin(), kResumable.end(), name) != kResumable.end() ||
+                (name == "no-bf16"),
+            "--", name,
+            " cannot change when resuming (it is fixed by the run's config.json); "
+            "resumable: --steps, --time-limit, --log-every, --sample-every, --ckpt-every, --keep, "
+            "--device, --threads, --no-bf16");
+    auto trainer = Trainer::resume(a.str("resume"), [&](TrainConfig& c) { apply(c, a, true); });
+    trainer->run();
+    return 0;
+  }
+  TrainConfig cfg;
+  apply(cfg, a, false);
+  Trainer trainer(cfg);
+  std::cerr << "diffuse: training " << cfg.model << " on " << cfg.data << " into " << cfg.out
+            << "\n";
+  trainer.run();
+  return 0;
+}
+
+}  // namespace
+
+Command train_command() {
+  const TrainConfig d;
+  Command c;
+  c.name = "train";
+  c.summary = "train a diffusion model (Ho et al. Algorithm 1) into a run folder";
+  c.usage =
+      "diffuse train --data SPEC --out RUN [options]   |   diffuse train --resume RUN [--steps N]";
+  c.description =
+      "The run folder holds config.json, log.jsonl (one JSON line per logged step), grids/ (DDIM\n"
+      "samples from the EMA weights at a fixed seed) and checkpoints/step_N/ with the model and "
+      "EMA\n"
+      "weights in diffusers' UNet2DModel layout (unet/, unet_ema/), the scheduler config, "
+      "optimizer\n"
+      "and RNG state. Checkpoints are written atomically; --resume continues exactly.\n"
+      "Data: fashion-mnist (Debian's dataset-fashion-mnist), mnist:DIR, idx:IMAGES_FILE,\n"
+      "cifar10:DIR (binary batches), folder:DIR (PNG/JPEG, center-cropped and resized).";
+  c.options = {
+      {"data", d.data, "dataset: fashion-mnist | mnist:DIR | idx:FILE | cifar10:DIR | folder:DIR"},
+      {"out", d.out, "run folder to create"},
+      {"resume", "", "continue the run in this folder from its newest checkpoint"},
+      {"model", d.model, "model preset (" + presets_list() + ") or a diffusers config.json"},
+      {"image-size", text(d.image_size), "training resolution (0 = the model's sample_size)"},
+      {"no-flip", "", "no random horizontal flips", true},
+      {"prediction", d.prediction, "what the network predicts: epsilon | x0 | v"},
+      {"variance", d.variance, "reverse variance: fixed-small | fixed-large | learned-range"},
+      {"loss", d.loss, "simple (L_simple) | hybrid (L_simple + 0.001 L_vlb, needs learned-range)"},
+      {"schedule", d.schedule, "noise schedule: linear | cosine"},
+      {"timesteps", text(d.timesteps), "diffusion steps T"},
+      {"timestep-sampler", d.timestep_sampler, "uniform | loss-second-moment"},
+      {"dropout", text(d.dropout), "dropout (< 0 = the model config's value)"},
+      {"steps", text(d.steps), "total optimisation steps to reach"},
+      {"batch", text(d.batch), "batch size"},
+      {"lr", text(d.lr), "AdamW learning rate"},
+      {"warmup", text(d.warmup), "linear learning-rate warmup steps"},
+      {"weight-decay", text(d.weight_decay), "AdamW decoupled weight decay"},
+      {"grad-clip", text(d.grad_clip), "clip the global gradient norm to this (0 = off)"},
+      {"ema-decay", text(d.ema_decay), "EMA decay of the weights"},
+      {"no-ema-warmup", "", "use the EMA decay from the first step", true},
+      {"seed", text(d.seed), "seed for weights, data order, t and noise"},
+      {"time-limit", text(d.time_limit), "stop cleanly after this many seconds (0 = no limit)"},
+      {"log-every", text(d.log_every), "steps between log lines"},
+      {"sample-every", text(d.sample_every), "steps between preview grids (0 = never)"},
+      {"ckpt-every", text(d.ckpt_every),
+       "steps between checkpoints (one is always written at the end)"},
+      {"keep", text(d.keep), "checkpoints to keep"},
+      {"sample-n", text(d.sample_n), "images in each preview grid"},
+      {"sample-steps", text(d.sample_steps), "DDIM steps for preview grids"},
+      {"no-bf16", "", "no bf16 autocast on CUDA", true},
+  };
+  for (auto& o : device_options()) c.options.push_back(o);
+  c.run = run_train;
+  return c;
+}
+
+}  // namespace diffuse::cli

@@ -1,0 +1,52 @@
+// One option table per subcommand drives parsing, defaults and --help, so each default is
+// written once.
+#pragma once
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace diffuse::cli {
+
+struct Option {
+  std::string name;           // without the leading "--"
+  std::string default_value;  // "" = no default (optional unless required)
+  std::string help;
+  bool flag = false;  // takes no value; true when present
+  bool required = false;
+};
+
+class Args {
+ public:
+  bool has(const std::string& name) const;  // given on the command line or defaulted
+  bool given(const std::string& name) const { return given_.count(name) > 0; }
+  std::string str(const std::string& name) const;
+  int64_t integer(const std::string& name) const;
+  double number(const std::string& name) const;
+  bool flag(const std::string& name) const;
+  const std::map<std::string, std::string>& values() const { return values_; }
+  std::vector<std::string> positional;
+
+ private:
+  friend Args parse_args(const struct Command&, const std::vector<std::string>&);
+  std::map<std::string, std::string> values_;
+  std::map<std::string, bool> given_;
+};
+
+struct Command {
+  std::string name;     // "train", "eval nll", ...
+  std::string summary;  // one line for `diffuse --help`
+  std::string usage;    // e.g. "diffuse train --data SPEC --out DIR [options]"
+  std::string description;
+  std::vector<Option> options;
+  std::function<int(const Args&)> run;
+};
+
+// Throws diffuse::Error for unknown options, missing values or missing required options.
+Args parse_args(const Command& cmd, const std::vector<std::string>& argv);
+std::string help_text(const Command& cmd);
+
+// The options every command that loads a model or runs on a device shares.
+std::vector<Option> device_options();
+
+}  // namespace diffuse::cli

@@ -1,0 +1,126 @@
+#include "diffuse/train/adamw.h"
+
+#include <cmath>
+
+#include "diffuse/core/compat.h"
+#include "diffuse/core/error.h"
+
+namespace diffuse {
+
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> named_params, AdamWOptions options)
+    : opt_(options) {
+  torch::NoGradGuard no_grad;
+  for (auto& [name, p] : named_params) {
+    names_.push_back(name);
+    params_.push_back(p);
+    exp_avg_.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    exp_avg_sq_.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& p : params_) p.mutable_grad() = torch::Tensor();
+}
+
+double warmup_lr(double base_lr, int64_t step, int64_t warmup) {
+  if (warmup <= 0) return base_lr;
+  return base_lr * std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup));
+}
+
+torch::Tensor AdamW::clip_grad_norm(double max_norm) {
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> grads;
+  for (auto& p : params_)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty())
+    return torch::zeros({}, params_.empty() ? torch::TensorOptions() : params_[0].options());
+  std::vector<torch::Tensor> sq;
+  sq.reserve(grads.size());
+  for (auto& g : grads) sq.push_back(g.to(torch::kFloat32).pow(2).sum());
+  auto total = torch::stack(sq).sum().sqrt();
+  if (max_norm > 0) {
+    // min(1, max_norm / norm) as a device scalar: branching on it would need a host sync.
+    auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+    for (auto& g : grads) g.mul_(coef.to(g.scalar_type()));
+  }
+  return total;
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  ++step_;
+  const double b1 = opt_.beta1, b2 = opt_.beta2;
+#if DIFFUSE_HAS_FUSED_ADAMW && defined(DIFFUSE_WITH_CUDA)
+  if (!params_.empty() && params_[0].is_cuda()) {
+    std::vector<torch::Tensor> p, g, m, v, steps;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!params_[i].grad().defined()) continue;
+      p.push_back(params_[i]);
+      g.push_back(params_[i].grad());
+      m.push_back(exp_avg_[i]);
+      v.push_back(exp_avg_sq_[i]);
+      steps.push_back(
+          torch::full({}, static_cast<double>(step_), params_[i].options().dtype(torch::kFloat32)));
+    }
+    at::_fused_adamw_(p, g, m, v, {}, steps, lr, b1, b2, opt_.weight_decay, opt_.eps, false, false,
+                      c10::nullopt, c10::nullopt);
+    return;
+  }
+#endif
+  const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
+  const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
+  const double step_size = lr / bc1;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i];
+    const auto& g = p.grad();
+    if (!g.defined()) continue;
+    if (opt_.weight_decay != 0) p.mul_(1.0 - lr * opt_.weight_decay);
+    exp_avg_[i].mul_(b1).add_(g, 1.0 - b1);
+    exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1.0 - b2);
+    auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(opt_.eps);
+    p.addcdiv_(exp_avg_[i], denom, -step_size);
+  }
+}
+
+std::map<std::string, torch::Tensor> AdamW::state_dict() const {
+  std::map<std::string, torch::Tensor> s;
+  for (size_t i = 0; i < names_.size(); ++i) {
+    s["exp_avg." + names_[i]] = exp_avg_[i];
+    s["exp_avg_sq." + names_[i]] = exp_avg_sq_[i];
+  }
+  s["step"] = torch::tensor(step_, torch::kLong);
+  return s;
+}
+
+void AdamW::load_state_dict(const std::map<std::string, torch::Tensor>& state,
+                            const std::string& source) {
+  torch::NoGradGuard no_grad;
+  std::vector<std::string> problems;
+  auto fetch = [&](const std::string& key, torch::Tensor& dst) {
+    auto it = state.find(key);
+    if (it == state.end()) {
+      problems.push_back("missing " + key);
+    } else if (it->second.sizes() != dst.sizes()) {
+      problems.push_back("wrong shape for " + key);
+    } else {
+      dst.copy_(it->second);
+    }
+  };
+  for (size_t i = 0; i < names_.size(); ++i) {
+    fetch("exp_avg." + names_[i], exp_avg_[i]);
+    fetch("exp_avg_sq." + names_[i], exp_avg_sq_[i]);
+  }
+  auto it = state.find("step");
+  if (it == state.end())
+    problems.push_back("missing step");
+  else
+    step_ = it->second.item<int64_t>();
+  if (!problems.empty()) {
+    std::string msg;
+    for (size_t i = 0; i < problems.size() && i < 10; ++i) msg += (i ? ", " : "") + problems[i];
+    fail(source, ": optimizer state does not match the model: ", msg,
+         problems.size() > 10 ? " ..." : "");
+  }
+}
+
+}  // namespace diffuse

@@ -1,0 +1,298 @@
+#include "diffuse/train/trainer.h"
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+
+#include "diffuse/core/compat.h"
+#include "diffuse/core/device.h"
+#include "diffuse/core/error.h"
+#include "diffuse/core/progress.h"
+#include "diffuse/io/atomic_file.h"
+#include "diffuse/io/image.h"
+#include "diffuse/io/safetensors.h"
+#include "diffuse/models/presets.h"
+#include "diffuse/models/weights.h"
+#include "diffuse/train/checkpoint.h"
+#include "diffuse/train/generate.h"
+
+namespace fs = std::filesystem;
+
+namespace diffuse {
+
+namespace {
+
+volatile std::sig_atomic_t g_stop_requested = 0;
+void on_signal(int) {
+  g_stop_requested = 1;
+}
+
+// The generator state as a uint8 tensor and back, so it can live in a safetensors file.
+torch::Tensor generator_state(const at::Generator& g) {
+  return g.get_state().clone();
+}
+
+UNetConfig model_config_for(const TrainConfig& cfg, const GaussianDiffusion& d) {
+  auto mc = model_config_from_spec(cfg.model);
+  if (cfg.dropout >= 0) mc.dropout = cfg.dropout;
+  if (d.variance() == VarianceType::LearnedRange) mc = with_learned_variance(mc);
+  return mc;
+}
+
+}  // namespace
+
+Trainer::Trainer(TrainConfig cfg) : Trainer(std::move(cfg), false) {}
+
+Trainer::Trainer(TrainConfig cfg, bool for_resume)
+    : cfg_(std::move(cfg)),
+      device_(parse_device(cfg_.device)),
+      gen_(at::detail::createCPUGenerator(cfg_.seed)) {
+  cfg_.validate();
+  if (!for_resume)
+    check(list_checkpoints(cfg_.out).empty(), "--out ", cfg_.out,
+          " already holds a run with checkpoints; continue it with --resume ", cfg_.out,
+          " or choose another folder");
+  configure_runtime(device_);
+  if (cfg_.threads > 0) torch::set_num_threads(static_cast<int>(cfg_.threads));
+  process_.schedule = cfg_.schedule;
+  process_.timesteps = cfg_.timesteps;
+  process_.prediction = cfg_.prediction;
+  process_.variance = cfg_.variance;
+  diffusion_ = std::make_unique<GaussianDiffusion>(process_.make_diffusion());
+  loss_type_ = parse_loss_type(cfg_.loss);
+  if (loss_type_ == LossType::Hybrid)
+    check(diffusion_->variance() == VarianceType::LearnedRange,
+          "--loss hybrid needs --variance learned-range");
+  tsampler_ = make_timestep_sampler(cfg_.timestep_sampler, cfg_.timesteps);
+
+  // Weights and dropout draw from the global generator: seeding it makes the run reproducible.
+  torch::manual_seed(cfg_.seed);
+  const auto mc = model_config_for(cfg_, *diffusion_);
+  model_ = UNet2DModel(mc);
+  ema_model_ = UNet2DModel(mc);
+  model_->to(device_);
+  ema_model_->to(device_);
+  {
+    torch::NoGradGuard no_grad;
+    auto src = model_->parameters();
+    auto dst = ema_model_->parameters();
+    for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
+  }
+  ema_model_->eval();
+  opt_ = std::make_unique<AdamW>(model_->named_parameters().pairs(),
+                                 AdamWOptions{cfg_.lr, 0.9, 0.999, 1e-8, cfg_.weight_decay});
+  ema_ = std::make_unique<Ema>(*model_, ema_model_.ptr(), cfg_.ema_decay, cfg_.ema_warmup);
+
+  const int64_t size = cfg_.image_size > 0 ? cfg_.image_size : mc.sample_size;
+  auto data = load_dataset(cfg_.data, "train", size, mc.in_channels);
+  check(data.channels() == mc.in_channels, "--data ", cfg_.data, " has ", data.channels(),
+        " channels but --model ", cfg_.model, " takes ", mc.in_channels);
+  check(data.height() <= mc.sample_size || cfg_.image_size > 0, "--data ", cfg_.data,
+        " images are ", data.height(), "x", data.width(), ", larger than the model's sample_size ",
+        mc.sample_size);
+  LoaderOptions lo;
+  lo.batch_size = cfg_.batch;
+  lo.seed = cfg_.seed;
+  lo.random_flip = cfg_.flip;
+  lo.pad_to = data.height() < size ? size : 0;
+  lo.device = device_;
+  loader_ = std::make_unique<Loader>(std::move(data), lo);
+
+  auto opts = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
+  loss_sum_ = torch::zeros({}, opts);
+  gnorm_sum_ = torch::zeros({}, opts);
+}
+
+std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir,
+                                         const std::function<void(TrainConfig&)>& override_cfg) {
+  const auto cfg_path = (fs::path(run_dir) / "config.json").string();
+  check(fs::exists(cfg_path), "--resume ", run_dir,
+        ": no config.json there (not a diffuse run folder)");
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(read_file(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail(cfg_path, ": not valid JSON (", e.what(), ")");
+  }
+  auto cfg = TrainConfig::from_json(j, cfg_path);
+  cfg.out = run_dir;
+  if (override_cfg) override_cfg(cfg);
+  std::vector<std::string> warnings;
+  auto ck = load_latest_checkpoint(run_dir, &warnings);
+  for (const auto& w : warnings) std::cerr << "diffuse: warning: " << w << "\n";
+  check(ck.has_value(), "--resume ", run_dir, ": no complete checkpoint to resume from");
+  std::unique_ptr<Trainer> t(new Trainer(cfg, true));
+  t->restore(*ck);
+  return t;
+}
+
+void Trainer::restore(const LoadedCheckpoint& ck) {
+  auto& f = ck.files;
+  auto need = [&](const std::string& rel) -> const std::map<std::string, torch::Tensor>& {
+    auto it = f.tensors.find(rel);
+    check(it != f.tensors.end(), ck.dir, ": checkpoint lacks ", rel);
+    return it->second;
+  };
+  load_state_dict(*model_, need("unet/diffusion_pytorch_model.safetensors"), ck.dir + "/unet");
+  load_state_dict(*ema_model_, need("unet_ema/diffusion_pytorch_model.safetensors"),
+                  ck.dir + "/unet_ema");
+  opt_->load_state_dict(need("optimizer.safetensors"), ck.dir + "/optimizer.safetensors");
+  const auto& rng = need("rng.safetensors");
+  gen_.set_state(rng.at("train_generator"));
+  {
+    // Dropout draws from the default generator; a copy of the handle shares its state.
+    at::Generator global = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(global.mutex());
+    global.set_state(rng.at("default_cpu_generator"));
+  }
+  auto it = f.texts.find("trainer_state.json");
+  check(it != f.texts.end(), ck.dir, ": checkpoint lacks trainer_state.json");
+  auto st = nlohmann::json::parse(it->second);
+  step_ = st.at("step").get<int64_t>();
+  wall_offset_ = st.value("wall_time", 0.0);
+  loader_->reset({st.at("loader_epoch").get<int64_t>(), st.at("loader_position").get<int64_t>()});
+  std::cerr << "diffuse: resumed " << cfg_.out << " at step " << step_ << " from " << ck.dir
+            << "\n";
+}
+
+torch::Tensor Trainer::train_step() {
+  model_->train();
+  auto batch = loader_->next();
+  const auto& x0 = batch.x;
+  const int64_t B = x0.size(0);
+  auto draw = tsampler_->sample(B, device_, gen_);
+  auto noise = at::randn(x0.sizes(), gen_, torch::kFloat32).to(device_, /*non_blocking=*/true);
+  auto x_t = diffusion_->q_sample(x0, draw.t, noise);
+  torch::Tensor out;
+  {
+    AutocastGuard autocast(cfg_.bf16 && device_.is_cuda());
+    out = model_->forward(x_t, draw.t);
+  }
+  auto losses =
+      diffusion_->training_losses(out.to(torch::kFloat32), x0, x_t, draw.t, noise, loss_type_);
+  auto loss = (losses.loss * draw.weights).mean();
+  opt_->zero_grad();
+  loss.backward();
+  auto gnorm = opt_->clip_grad_norm(cfg_.grad_clip);
+  opt_->step(warmup_lr(cfg_.lr, step_, cfg_.warmup));
+  ++step_;
+  ema_->update(step_);
+  if (cfg_.timestep_sampler != "uniform") tsampler_->update(draw.t, losses.loss.detach());
+  loss_sum_.add_(loss.detach());
+  gnorm_sum_.add_(gnorm.to(torch::kFloat32));
+  ++since_log_;
+  return loss.detach();
+}
+
+void Trainer::save_checkpoint_now() {
+  CheckpointFiles files;
+  files.tensors["unet/diffusion_pytorch_model.safetensors"] = state_dict(*model_);
+  files.tensors["unet_ema/diffusion_pytorch_model.safetensors"] = state_dict(*ema_model_);
+  files.texts["unet/config.json"] = model_->config().to_json().dump(2);
+  files.texts["unet_ema/config.json"] = ema_model_->config().to_json().dump(2);
+  files.texts["scheduler/scheduler_config.json"] = process_.to_scheduler_json().dump(2);
+  files.tensors["optimizer.safetensors"] = opt_->state_dict();
+  files.tensors["rng.safetensors"] = {
+      {"train_generator", generator_state(gen_)},
+      {"default_cpu_generator", generator_state(at::detail::getDefaultCPUGenerator())}};
+  const auto st = loader_->state();
+  nlohmann::json ts = {{"step", step_},
+                       {"loader_epoch", st.epoch},
+                       {"loader_position", st.position},
+                       {"wall_time", wall_time()},
+                       {"torch_version", torch_version()}};
+  files.texts["trainer_state.json"] = ts.dump(2);
+  save_checkpoint(cfg_.out, step_, files, cfg_.keep);
+}
+
+double Trainer::wall_time() const {
+  if (!run_start_) return wall_offset_;
+  return wall_offset_ +
+         std::chrono::duration<double>(std::chrono::steady_clock::now() - *run_start_).count();
+}
+
+void Trainer::log_line(double loss, double grad_norm, double images_per_s, double wall) {
+  nlohmann::json j = {{"step", step_},
+                      {"loss", loss},
+                      {"grad_norm", grad_norm},
+                      {"lr", warmup_lr(cfg_.lr, step_ - 1, cfg_.warmup)},
+                      {"images_per_s", images_per_s},
+                      {"wall_time", wall}};
+  log_ << j.dump() << "\n";
+  log_.flush();
+}
+
+void Trainer::write_preview_grid() {
+  const auto path = (fs::path(cfg_.out) / "grids" / (checkpoint_dir_name(step_) + ".png")).string();
+  fs::create_directories(fs::path(path).parent_path());
+  auto images = preview_samples(ema_model_, process_, cfg_.sample_n, cfg_.sample_steps,
+                                cfg_.seed + 1, device_);
+  const auto nrow = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(cfg_.sample_n))));
+  save_grid_png(path, images, nrow);
+}
+
+void Trainer::run(bool progress) {
+  fs::create_directories(cfg_.out);
+  write_file_atomic((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2));
+  log_.open((fs::path(cfg_.out) / "log.jsonl").string(), std::ios::app);
+  check(log_.good(), cfg_.out, "/log.jsonl: cannot open for writing");
+  g_stop_requested = 0;
+  auto prev_int = std::signal(SIGINT, on_signal);
+  auto prev_term = std::signal(SIGTERM, on_signal);
+
+  using clock = std::chrono::steady_clock;
+  const auto start = clock::now();
+  run_start_ = start;
+  auto tick = start;
+  int64_t tick_step = step_;
+  ProgressBar bar(cfg_.steps, "train", "step", progress);
+  bar.update(step_);
+  std::string stop_reason = "reached --steps";
+  while (step_ < cfg_.steps) {
+    train_step();
+    const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
+    if (step_ % cfg_.log_every == 0 || step_ == cfg_.steps) {
+      // The one host sync of the loop: reading the accumulated loss and gradient norm.
+      const double loss = loss_sum_.item<double>() / since_log_;
+      const double gnorm = gnorm_sum_.item<double>() / since_log_;
+      loss_sum_.zero_();
+      gnorm_sum_.zero_();
+      since_log_ = 0;
+      const auto now = clock::now();
+      const double dt = std::chrono::duration<double>(now - tick).count();
+      const double ips = dt > 0 ? (step_ - tick_step) * cfg_.batch / dt : 0.0;
+      tick = now;
+      tick_step = step_;
+      log_line(loss, gnorm, ips, wall_offset_ + elapsed);
+      char extra[96];
+      std::snprintf(extra, sizeof extra, "loss %.4f  %.0f img/s", loss, ips);
+      bar.set_extra(extra);
+    }
+    bar.update(1);
+    const bool time_up = cfg_.time_limit > 0 && elapsed >= cfg_.time_limit;
+    if (cfg_.sample_every > 0 && step_ % cfg_.sample_every == 0) write_preview_grid();
+    if (cfg_.ckpt_every > 0 && step_ % cfg_.ckpt_every == 0 && step_ < cfg_.steps && !time_up)
+      save_checkpoint_now();
+    if (time_up) {
+      stop_reason = "reached --time-limit";
+      break;
+    }
+    if (g_stop_requested) {
+      stop_reason = "interrupted";
+      break;
+    }
+  }
+  bar.finish();
+  save_checkpoint_now();
+  if (cfg_.sample_every > 0 && step_ % cfg_.sample_every != 0) write_preview_grid();
+  std::signal(SIGINT, prev_int);
+  std::signal(SIGTERM, prev_term);
+  const double total_wall = wall_time();
+  wall_offset_ = total_wall;
+  run_start_.reset();
+  std::cerr << "diffuse: training stopped at step " << step_ << " (" << stop_reason << "), "
+            << format_duration(total_wall) << " of training in all; checkpoint in " << cfg_.out
+            << "/checkpoints/" << checkpoint_dir_name(step_) << "\n";
+}
+
+}  // namespace diffuse
