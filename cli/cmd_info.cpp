@@ -12,9 +12,14 @@ Command info_command() {
   Command c;
   c.name = "info";
   c.summary = "show the LibTorch version, devices and model presets";
-  c.usage = "diffuse info [--require-cuda]";
-  c.options = {{"require-cuda", "", "exit with status 1 unless a CUDA device is usable", true}};
+  c.usage = "diffuse info [--require-cuda] [--config PRESET]";
+  c.options = {{"require-cuda", "", "exit with status 1 unless a CUDA device is usable", true},
+               {"config", "", "print the diffusers config.json of this preset and exit"}};
   c.run = [](const Args& a) {
+    if (a.has("config")) {
+      std::cout << model_config_from_spec(a.str("config")).to_json().dump(2) << "\n";
+      return 0;
+    }
     const bool cuda = torch::cuda::is_available();
     std::cout << "LibTorch " << torch_version() << "\n"
               << "CUDA code paths compiled: "

@@ -105,7 +105,8 @@ Command train_command() {
       "optimizer\n"
       "and RNG state. Checkpoints are written atomically; --resume continues exactly.\n"
       "Data: fashion-mnist (Debian's dataset-fashion-mnist), mnist:DIR, idx:IMAGES_FILE,\n"
-      "cifar10:DIR (binary batches), folder:DIR (PNG/JPEG, center-cropped and resized).";
+      "cifar10:DIR (binary batches), folder:DIR (PNG/JPEG, center-cropped and resized),\n"
+      "synthetic (random pixels, for benchmarks).";
   c.options = {
       {"data", d.data, "dataset: fashion-mnist | mnist:DIR | idx:FILE | cifar10:DIR | folder:DIR"},
       {"out", d.out, "run folder to create"},

@@ -3,7 +3,10 @@
 namespace diffuse::cli {
 
 std::vector<Command> all_commands() {
-  return {train_command(), info_command()};
+  return {train_command(),       sample_command(),   encode_command(),
+          interpolate_command(), eval_nll_command(), eval_train_classifier_command(),
+          eval_fd_command(),     report_command(),   bench_command(),
+          info_command()};
 }
 
 }  // namespace diffuse::cli

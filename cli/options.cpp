@@ -2,6 +2,7 @@
 
 #include <sstream>
 
+#include "diffuse/core/device.h"
 #include "diffuse/core/error.h"
 
 namespace diffuse::cli {
@@ -113,6 +114,19 @@ std::string help_text(const Command& cmd) {
 std::vector<Option> device_options() {
   return {{"device", "auto", "auto, cpu, cuda or cuda:N"},
           {"threads", "0", "CPU threads (0 = all cores)"}};
+}
+
+}  // namespace diffuse::cli
+
+namespace diffuse::cli {
+
+torch::Device setup_device(const Args& args) {
+  auto device = parse_device(args.str("device"));
+  configure_runtime(device);
+  const auto threads = args.integer("threads");
+  check(threads >= 0, "--threads must be >= 0, got ", threads);
+  if (threads > 0) torch::set_num_threads(static_cast<int>(threads));
+  return device;
 }
 
 }  // namespace diffuse::cli

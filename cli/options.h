@@ -1,6 +1,8 @@
 // One option table per subcommand drives parsing, defaults and --help, so each default is
 // written once.
 #pragma once
+#include <torch/torch.h>
+
 #include <functional>
 #include <map>
 #include <string>
@@ -46,7 +48,9 @@ struct Command {
 Args parse_args(const Command& cmd, const std::vector<std::string>& argv);
 std::string help_text(const Command& cmd);
 
-// The options every command that loads a model or runs on a device shares.
+// The options every command that loads a model or runs on a device shares, and what they set up:
+// the device, thread count, TF32 and cuDNN benchmark mode.
 std::vector<Option> device_options();
+torch::Device setup_device(const Args& args);
 
 }  // namespace diffuse::cli

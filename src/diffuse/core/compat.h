@@ -30,11 +30,6 @@ class AutocastGuard {
   at::ScalarType prev_dtype_ = at::kHalf;
 };
 
-// Gradients are freed, not zeroed (1.13's default was to zero).
-inline void zero_grad(torch::optim::Optimizer& opt) {
-  opt.zero_grad(true);
-}
-
 // Scaled dot-product attention over (B, heads, L, d) tensors.
 torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
 

@@ -2,6 +2,7 @@
 
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
+#include "diffuse/train/cuda_graph.h"
 
 namespace diffuse {
 
@@ -43,8 +44,18 @@ torch::Tensor generate(UNet2DModel& model, const ProcessConfig& process,
           ")");
   const auto diffusion = process.make_diffusion();
   make_sampler(sampler_opts, diffusion.schedule());  // rejects bad options before any work
-  auto denoise = unet_denoiser(model, o.bf16);
   model->eval();
+  Denoiser denoise = unet_denoiser(model, o.bf16);
+  if (o.cuda_graph && device.is_cuda()) {
+    auto graphed = std::make_shared<GraphedForward>(
+        model, std::vector<int64_t>{std::min(o.batch, o.n), C, S, S}, o.bf16);
+    denoise = [graphed](const torch::Tensor& x, int64_t t) {
+      auto tt = torch::full({x.size(0)}, t,
+                            torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+      // The graph's output buffer is reused by the next replay: samplers may keep it.
+      return (*graphed)(x, tt).clone();
+    };
+  }
   NoiseSource noise(o.seed);
   std::vector<torch::Tensor> out;
   for (int64_t start = 0; start < o.n; start += o.batch) {

@@ -27,6 +27,7 @@ struct GenerateOptions {
   bool bf16 = true;
   bool progress = true;
   torch::Tensor init_noise;  // (n, C, H, W) x_T; undefined: drawn from the seed
+  bool cuda_graph = false;   // replay the forward from a CUDA graph (full batches, CUDA only)
 };
 
 // -> (n, C, H, W) float32 in roughly [-1, 1] on the CPU. Batch k draws its x_T and step noise from

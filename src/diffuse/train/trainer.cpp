@@ -84,7 +84,16 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume)
   ema_ = std::make_unique<Ema>(*model_, ema_model_.ptr(), cfg_.ema_decay, cfg_.ema_warmup);
 
   const int64_t size = cfg_.image_size > 0 ? cfg_.image_size : mc.sample_size;
-  auto data = load_dataset(cfg_.data, "train", size, mc.in_channels);
+  Dataset data;
+  if (cfg_.data == "synthetic") {
+    // Random pixels: benchmarks measure speed, not what is learned.
+    data.images =
+        torch::randint(0, 256, {std::max<int64_t>(4 * cfg_.batch, 256), mc.in_channels, size, size},
+                       torch::kUInt8);
+    data.name = "synthetic";
+  } else {
+    data = load_dataset(cfg_.data, "train", size, mc.in_channels);
+  }
   check(data.channels() == mc.in_channels, "--data ", cfg_.data, " has ", data.channels(),
         " channels but --model ", cfg_.model, " takes ", mc.in_channels);
   check(data.height() <= mc.sample_size || cfg_.image_size > 0, "--data ", cfg_.data,

@@ -1,0 +1,297 @@
+// diffuse sample / encode / interpolate: the generative process, DDIM inversion and latent
+// interpolation, from a run folder, a checkpoint or a diffusers model.
+#include <filesystem>
+#include <iostream>
+#include <set>
+
+#include "commands.h"
+#include "diffuse/core/error.h"
+#include "diffuse/data/dataset.h"
+#include "diffuse/io/image.h"
+#include "diffuse/io/npy.h"
+#include "diffuse/samplers/inversion.h"
+#include "diffuse/train/generate.h"
+#include "diffuse/train/model_source.h"
+
+namespace fs = std::filesystem;
+
+namespace diffuse::cli {
+
+namespace {
+
+int64_t default_steps(const std::string& kind) {
+  if (kind == "ddpm") return 1000;
+  if (kind == "dpm++2m") return 20;
+  return 50;
+}
+
+int64_t grid_columns(int64_t n) {
+  return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n)))));
+}
+
+std::vector<Option> model_options() {
+  return {{"model", "",
+           "a diffuse run folder or checkpoint, or a diffusers UNet2DModel/pipeline folder", false,
+           true},
+          {"raw-weights", "", "use the raw weights of a run instead of the EMA weights", true},
+          {"no-bf16", "", "no bf16 autocast on CUDA", true}};
+}
+
+SamplerOptions sampler_from_args(const Args& a, const ProcessConfig& process,
+                                 const std::string& kind) {
+  const auto steps = a.integer("steps") > 0 ? a.integer("steps") : default_steps(kind);
+  return sampler_options(process, kind, steps, a.has("eta") ? a.number("eta") : 0.0,
+                         a.has("spacing") ? a.str("spacing") : "", a.flag("clip-x0"));
+}
+
+// (N, C, H, W) float in [-1, 1] from an .npy of floats in [-1, 1] or uint8 pixels, or from a folder
+// of images resized to the model's size.
+torch::Tensor load_images_arg(const std::string& spec, const UNetConfig& cfg) {
+  torch::Tensor x;
+  if (fs::is_directory(spec)) {
+    x = read_image_folder(spec, cfg.sample_size, cfg.in_channels).images;
+  } else {
+    x = load_npy(spec);
+    if (x.dim() == 3) x = x.unsqueeze(0);
+    check(x.dim() == 4, spec, ": expected (N, C, H, W) images, got shape ", x.sizes());
+  }
+  if (x.scalar_type() == torch::kUInt8) x = x.to(torch::kFloat32) / 127.5 - 1.0;
+  x = x.to(torch::kFloat32);
+  check(x.size(1) == cfg.in_channels, spec, ": images have ", x.size(1),
+        " channels, the model takes ", cfg.in_channels);
+  check(x.size(2) % cfg.size_multiple() == 0 && x.size(3) % cfg.size_multiple() == 0, spec,
+        ": image size ", x.size(2), "x", x.size(3), " is not a multiple of ", cfg.size_multiple(),
+        " as the model needs");
+  return x;
+}
+
+torch::Tensor load_latent(const std::string& path, const UNetConfig& cfg) {
+  auto z = load_npy(path).to(torch::kFloat32);
+  if (z.dim() == 4 && z.size(0) == 1) z = z.squeeze(0);
+  check(z.dim() == 3 && z.size(0) == cfg.in_channels, path, ": expected one latent of shape (",
+        cfg.in_channels, ", H, W) or (1, ", cfg.in_channels, ", H, W), got ", z.sizes());
+  return z;
+}
+
+int run_sample(const Args& a) {
+  const auto device = setup_device(a);
+  auto lm = load_model(a.str("model"), device, !a.flag("raw-weights"));
+  const auto kind = a.str("sampler");
+  const auto sopts = sampler_from_args(a, lm.process, kind);
+  GenerateOptions g;
+  g.n = a.integer("n");
+  g.batch = a.integer("batch");
+  g.seed = static_cast<uint64_t>(a.integer("seed"));
+  g.bf16 = !a.flag("no-bf16");
+  if (a.has("init-noise")) {
+    g.init_noise = load_npy(a.str("init-noise")).to(torch::kFloat32);
+    if (g.init_noise.dim() == 3) g.init_noise = g.init_noise.unsqueeze(0);
+    check(g.init_noise.dim() == 4, a.str("init-noise"), ": expected (N, C, H, W) noise, got ",
+          g.init_noise.sizes());
+    if (!a.given("n")) g.n = g.init_noise.size(0);
+    check(g.init_noise.size(0) == g.n, a.str("init-noise"), ": holds ", g.init_noise.size(0),
+          " noise tensors but --n is ", g.n);
+  }
+  std::cerr << "diffuse: sampling " << g.n << " images with " << kind << " (" << sopts.steps
+            << " steps) from " << lm.description << "\n";
+  auto images = generate(lm.model, lm.process, sopts, g, device);
+  const auto out = a.str("out");
+  save_grid_png(out, images, grid_columns(g.n));
+  std::cout << "wrote " << out << " (" << g.n << " images)\n";
+  if (a.has("save-npy")) {
+    save_npy(a.str("save-npy"), images);
+    std::cout << "wrote " << a.str("save-npy") << " (float32, [-1, 1], shape " << images.sizes()
+              << ")\n";
+  }
+  if (a.has("out-dir")) {
+    fs::create_directories(a.str("out-dir"));
+    for (int64_t i = 0; i < images.size(0); ++i) {
+      char name[32];
+      std::snprintf(name, sizeof name, "%06lld.png", static_cast<long long>(i));
+      save_png((fs::path(a.str("out-dir")) / name).string(), to_uint8(images[i]));
+    }
+    std::cout << "wrote " << images.size(0) << " PNGs to " << a.str("out-dir") << "\n";
+  }
+  if (a.has("trajectory")) {
+    // The DDPM paper's progressive generation: x_t and the predicted x_0 at evenly spaced steps.
+    const int64_t frames = a.integer("trajectory-frames"), show = std::min<int64_t>(g.n, 4);
+    check(frames >= 1, "--trajectory-frames must be >= 1, got ", frames);
+    const auto diffusion = lm.process.make_diffusion();
+    auto sampler = make_sampler(sopts, diffusion.schedule());
+    const auto S = static_cast<int64_t>(sampler->num_steps());
+    std::set<int64_t> keep;  // evenly spaced steps, first and last included
+    for (int64_t f = 0; f < frames; ++f)
+      keep.insert(frames > 1 ? static_cast<int64_t>(
+                                   std::llround(static_cast<double>(f) * (S - 1) / (frames - 1)))
+                             : S - 1);
+    std::vector<std::vector<torch::Tensor>> xs(show), x0s(show);
+    SampleCallbacks cb;
+    cb.label = "trajectory";
+    cb.on_step = [&](size_t i, int64_t, const torch::Tensor& x_t, const torch::Tensor& pred_x0) {
+      if (!keep.count(static_cast<int64_t>(i))) return;
+      for (int64_t j = 0; j < show; ++j) {
+        xs[j].push_back(x_t[j].to(torch::kCPU).clamp(-1, 1));
+        x0s[j].push_back(pred_x0[j].to(torch::kCPU).clamp(-1, 1));
+      }
+    };
+    NoiseSource noise(g.seed);
+    const auto& cfg = lm.model->config();
+    auto x_T = g.init_noise.defined()
+                   ? g.init_noise.narrow(0, 0, show).to(device)
+                   : noise.randn({show, cfg.in_channels, cfg.sample_size, cfg.sample_size},
+                                 torch::TensorOptions().device(device));
+    sample(*sampler, unet_denoiser(lm.model, g.bf16), x_T, noise, cb);
+    std::vector<torch::Tensor> rows;
+    for (int64_t j = 0; j < show; ++j) {
+      rows.push_back(torch::stack(xs[j]));
+      rows.push_back(torch::stack(x0s[j]));
+    }
+    save_strip_png(a.str("trajectory"), rows);
+    std::cout << "wrote " << a.str("trajectory") << " (rows: x_t, then predicted x_0, for " << show
+              << " samples)\n";
+  }
+  return 0;
+}
+
+int run_encode(const Args& a) {
+  const auto device = setup_device(a);
+  auto lm = load_model(a.str("model"), device, !a.flag("raw-weights"));
+  auto x0 = load_images_arg(a.str("images"), lm.model->config());
+  const auto diffusion = lm.process.make_diffusion();
+  auto sopts = sampler_from_args(a, lm.process, "ddim");
+  sopts.eta = 0;
+  auto denoise = unet_denoiser(lm.model, !a.flag("no-bf16"));
+  const int64_t B = a.integer("batch");
+  std::vector<torch::Tensor> zs, recon;
+  for (int64_t s = 0; s < x0.size(0); s += B) {
+    auto xb = x0.narrow(0, s, std::min(B, x0.size(0) - s)).to(device);
+    SampleCallbacks cb;
+    cb.label = "encode";
+    auto z = encode(denoise, diffusion.schedule(), sopts, xb, cb);
+    cb.label = "decode";
+    recon.push_back(decode(denoise, diffusion.schedule(), sopts, z, cb).to(torch::kCPU));
+    zs.push_back(z.to(torch::kCPU));
+  }
+  auto z = torch::cat(zs), r = torch::cat(recon);
+  save_npy(a.str("out"), z);
+  const double rmse = (r - x0).pow(2).mean().sqrt().item<double>();
+  const double maxerr = (r - x0).abs().max().item<double>();
+  std::cout << "wrote " << a.str("out") << " (latents, shape " << z.sizes() << ")\n"
+            << "reconstruction after decoding (DDIM, " << sopts.steps << " steps): RMSE " << rmse
+            << ", max abs error " << maxerr << " (data range [-1, 1])\n"
+            << "latent mean " << z.mean().item<double>() << ", std " << z.std().item<double>()
+            << " (a standard Gaussian has 0 and 1)\n";
+  if (a.has("recon")) {
+    save_strip_png(a.str("recon"), {x0.narrow(0, 0, std::min<int64_t>(8, x0.size(0))),
+                                    r.narrow(0, 0, std::min<int64_t>(8, r.size(0)))});
+    std::cout << "wrote " << a.str("recon") << " (top: input, bottom: reconstruction)\n";
+  }
+  return 0;
+}
+
+int run_interpolate(const Args& a) {
+  const auto device = setup_device(a);
+  auto lm = load_model(a.str("model"), device, !a.flag("raw-weights"));
+  const auto& cfg = lm.model->config();
+  auto za = load_latent(a.str("from"), cfg), zb = load_latent(a.str("to"), cfg);
+  check(za.sizes() == zb.sizes(), "--from and --to latents differ in shape: ", za.sizes(), " vs ",
+        zb.sizes());
+  const auto frames = a.integer("frames");
+  check(frames >= 2, "--frames must be >= 2, got ", frames);
+  auto zs = interpolate(za, zb, frames).to(device);
+  const auto diffusion = lm.process.make_diffusion();
+  auto sopts = sampler_from_args(a, lm.process, "ddim");
+  sopts.eta = 0;
+  SampleCallbacks cb;
+  cb.label = "interpolate";
+  auto imgs =
+      decode(unet_denoiser(lm.model, !a.flag("no-bf16")), diffusion.schedule(), sopts, zs, cb)
+          .to(torch::kCPU);
+  save_strip_png(a.str("out"), {imgs});
+  std::cout << "wrote " << a.str("out") << " (" << frames << " frames)\n";
+  if (a.has("save-npy")) save_npy(a.str("save-npy"), imgs);
+  return 0;
+}
+
+}  // namespace
+
+Command sample_command() {
+  Command c;
+  c.name = "sample";
+  c.summary = "generate images: DDPM (Algorithm 2), DDIM, DPM-Solver++ 2M";
+  c.usage =
+      "diffuse sample --model M [--sampler ddpm|ddim|dpm++2m] [--steps S] [--n N] --out grid.png";
+  c.description =
+      "The same --seed gives the same images: initial and per-step noise come from a seeded CPU\n"
+      "generator, so CPU and GPU agree up to float rounding. --steps 0 means the sampler's "
+      "default\n"
+      "(ddpm 1000, ddim 50, dpm++2m 20). Spacings: leading (0, T/S, ...; DDIM paper), linspace,\n"
+      "trailing (starts at T-1), quadratic; the default is leading, and linspace for dpm++2m.";
+  c.options = model_options();
+  for (auto o : std::vector<Option>{
+           {"sampler", "ddim", "ddpm | ddim | dpm++2m"},
+           {"steps", "0", "network evaluations (0 = the sampler's default)"},
+           {"eta", "0", "DDIM noise: 0 deterministic, 1 = the DDPM posterior variance"},
+           {"spacing", "", "timestep spacing: leading | linspace | trailing | quadratic"},
+           {"n", "16", "number of images"},
+           {"batch", "64", "images per network call"},
+           {"seed", "0", "seed of the initial and per-step noise"},
+           {"out", "samples.png", "PNG grid to write"},
+           {"out-dir", "", "also write each image as a PNG into this folder"},
+           {"save-npy", "", "also write the raw float32 samples in [-1, 1] (before quantisation)"},
+           {"init-noise", "", "x_T from this .npy (N, C, H, W) instead of the seed"},
+           {"clip-x0", "", "clamp the predicted x_0 to [-1, 1] at each step", true},
+           {"trajectory", "", "also write a strip of x_t and predicted x_0 over the steps (PNG)"},
+           {"trajectory-frames", "10", "columns in the trajectory strip"}})
+    c.options.push_back(o);
+  for (auto& o : device_options()) c.options.push_back(o);
+  c.run = run_sample;
+  return c;
+}
+
+Command encode_command() {
+  Command c;
+  c.name = "encode";
+  c.summary = "DDIM inversion: images -> latents x_T (and the reconstruction error)";
+  c.usage = "diffuse encode --model M --images DIR|file.npy --steps S --out latents.npy";
+  c.description =
+      "Runs the deterministic DDIM ODE from the images to x_T, then decodes the latents back and\n"
+      "reports the reconstruction error, which shrinks as --steps grows.";
+  c.options = model_options();
+  for (auto o : std::vector<Option>{
+           {"images", "", "folder of PNG/JPEG, or .npy (N, C, H, W) in [-1, 1] or uint8", false,
+            true},
+           {"steps", "100", "DDIM steps"},
+           {"spacing", "", "timestep spacing (default leading)"},
+           {"batch", "64", "images per network call"},
+           {"out", "latents.npy", "where to write the latents"},
+           {"recon", "", "also write a PNG strip of inputs and reconstructions"},
+           {"clip-x0", "", "clamp the predicted x_0 to [-1, 1]", true}})
+    c.options.push_back(o);
+  for (auto& o : device_options()) c.options.push_back(o);
+  c.run = run_encode;
+  return c;
+}
+
+Command interpolate_command() {
+  Command c;
+  c.name = "interpolate";
+  c.summary = "spherical interpolation between two latents, decoded to a strip";
+  c.usage = "diffuse interpolate --model M --from a.npy --to b.npy --frames F --out strip.png";
+  c.options = model_options();
+  for (auto o : std::vector<Option>{
+           {"from", "", "first latent (.npy, (C, H, W) or (1, C, H, W))", false, true},
+           {"to", "", "second latent", false, true},
+           {"frames", "8", "images in the strip, ends included"},
+           {"steps", "50", "DDIM steps for decoding"},
+           {"spacing", "", "timestep spacing (default leading)"},
+           {"out", "interpolation.png", "PNG strip to write"},
+           {"save-npy", "", "also write the decoded frames as .npy"},
+           {"clip-x0", "", "clamp the predicted x_0 to [-1, 1]", true}})
+    c.options.push_back(o);
+  for (auto& o : device_options()) c.options.push_back(o);
+  c.run = run_interpolate;
+  return c;
+}
+
+}  // namespace diffuse::cli

@@ -1,0 +1,35 @@
+// The U-Net forward captured once as a CUDA graph and replayed: at batch 1 an eager forward is
+// almost all kernel-launch overhead (FIGURES.md: 14 ms eager for well under 1 ms of arithmetic).
+// Inputs are copied into static buffers; calls with another shape, or on the CPU, or in a build
+// without CUDA, run the model eagerly.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+
+#include "diffuse/models/unet.h"
+
+namespace diffuse {
+
+class GraphedForward {
+ public:
+  // Captures model->forward for x of shape x_shape (and t of shape (B)) on model's CUDA device.
+  GraphedForward(UNet2DModel model, std::vector<int64_t> x_shape, bool bf16);
+  ~GraphedForward();
+  // -> float32 output; the returned tensor is overwritten by the next replay, so copy it to keep
+  // it.
+  torch::Tensor operator()(const torch::Tensor& x, const torch::Tensor& t);
+  bool captured() const { return captured_; }
+
+ private:
+  torch::Tensor eager(const torch::Tensor& x, const torch::Tensor& t);
+  UNet2DModel model_;
+  std::vector<int64_t> shape_;
+  bool bf16_;
+  bool captured_ = false;
+  torch::Tensor static_x_, static_t_, static_out_;
+  struct Graph;
+  std::unique_ptr<Graph> graph_;
+};
+
+}  // namespace diffuse
