@@ -59,6 +59,7 @@ int run_bench(const Args& a) {
     tc.model = spec;
     tc.batch = B;
     tc.device = a.str("device");
+    tc.threads = a.integer("threads");
     tc.bf16 = bf16;
     tc.out = "/tmp/diffuse-bench-run";
     tc.ckpt_every = tc.sample_every = 0;

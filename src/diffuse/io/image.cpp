@@ -115,10 +115,15 @@ torch::Tensor load_image(const std::string& path, int64_t channels) {
       stbi_load_from_memory(data, len, &w, &h, &file_c, static_cast<int>(channels)),
       stbi_image_free);
   if (!pixels) fail(path, ": cannot read image: ", stbi_failure_reason());
-  // pixels: (H, W, C) interleaved; clone, because for C = 1 the permuted view is already
-  // contiguous and contiguous() would keep pointing into the buffer freed below.
-  auto hwc = torch::from_blob(pixels.get(), {h, w, c}, torch::kUInt8);
-  return hwc.permute({2, 0, 1}).clone(at::MemoryFormat::Contiguous);
+  // pixels: (H, W, C) interleaved -> a fresh (C, H, W) tensor, copied element by element so no
+  // view can outlive the stb buffer.
+  auto out = torch::empty({c, h, w}, torch::kUInt8);
+  auto* dst = out.data_ptr<uint8_t>();
+  const stbi_uc* src = pixels.get();
+  const int64_t plane = int64_t{h} * w;
+  for (int64_t p = 0; p < plane; ++p)
+    for (int64_t k = 0; k < c; ++k) dst[k * plane + p] = src[p * c + k];
+  return out;
 }
 
 }  // namespace diffuse
