@@ -10,8 +10,10 @@
 #include "diffuse/core/error.h"
 #include "diffuse/data/dataset.h"
 #include "diffuse/io/image.h"
+#include "support.h"
 
 using namespace diffuse;
+using namespace diffuse::testing;
 namespace fs = std::filesystem;
 
 namespace {
@@ -92,23 +94,6 @@ std::string cifar_records(const torch::Tensor& images, const torch::Tensor& labe
     s += tensor_bytes(images[i]);
   }
   return s;
-}
-
-torch::Tensor random_bytes(std::vector<int64_t> shape, int64_t seed) {
-  torch::manual_seed(seed);
-  return torch::randint(0, 256, shape, torch::kInt64).to(torch::kUInt8);
-}
-
-// Runs fn, which must throw diffuse::Error whose message contains every part.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no diffuse::Error thrown (expected one mentioning '" << parts.front() << "')";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' missing from: " << msg;
-  }
 }
 
 }  // namespace

@@ -7,27 +7,12 @@
 
 #include "diffuse/core/error.h"
 #include "diffuse/data/loader.h"
+#include "support.h"
 
 using namespace diffuse;
+using namespace diffuse::testing;
 
 namespace {
-
-torch::Tensor random_bytes(std::vector<int64_t> shape, int64_t seed) {
-  torch::manual_seed(seed);
-  return torch::randint(0, 256, shape, torch::kInt64).to(torch::kUInt8);
-}
-
-// Runs fn, which must throw diffuse::Error whose message contains every part.
-void expect_error(const std::function<void()>& fn, const std::vector<std::string>& parts) {
-  try {
-    fn();
-    ADD_FAILURE() << "no diffuse::Error thrown (expected one mentioning '" << parts.front() << "')";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << "'" << p << "' missing from: " << msg;
-  }
-}
 
 // Images whose label is their index, so batches reveal which images they hold.
 Dataset indexed_dataset(int64_t n, std::vector<int64_t> chw = {1, 4, 5}, int64_t seed = 40) {

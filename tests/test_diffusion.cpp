@@ -12,8 +12,10 @@
 #include "diffuse/diffusion/likelihood.h"
 #include "diffuse/diffusion/losses.h"
 #include "diffuse/diffusion/timestep_sampler.h"
+#include "support.h"
 
 using namespace diffuse;
+using namespace diffuse::testing;
 
 namespace {
 
@@ -25,16 +27,6 @@ nlohmann::json load_json(const std::string& name) {
 
 torch::Tensor f64(std::initializer_list<double> v) {
   return torch::tensor(std::vector<double>(v), torch::kFloat64);
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 // The exact MMSE noise predictor for data x0 ~ N(mu, s^2) elementwise (golden README).

@@ -17,12 +17,14 @@
 #include "diffuse/models/presets.h"
 #include "diffuse/models/unet.h"
 #include "diffuse/models/weights.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using diffuse::Error;
 using diffuse::UNet2DModel;
 using diffuse::UNetConfig;
 using json = nlohmann::json;
+using diffuse::testing::error_of;
 
 namespace {
 
@@ -41,17 +43,6 @@ torch::Tensor tensor_from(const json& values, const json& shape) {
 double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
   auto a64 = a.detach().to(torch::kFloat64), b64 = b.detach().to(torch::kFloat64);
   return (a64 - b64).abs().max().item<double>() / b64.abs().max().item<double>();
-}
-
-// The message of the diffuse::Error that f throws ("" when it throws none).
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 bool contains(const std::string& s, const std::string& part) {

@@ -12,8 +12,10 @@
 #include "diffuse/samplers/sample_loop.h"
 #include "diffuse/samplers/sampler.h"
 #include "diffuse/samplers/timesteps.h"
+#include "support.h"
 
 using namespace diffuse;
+using namespace diffuse::testing;
 
 namespace {
 
@@ -54,16 +56,6 @@ SampleCallbacks quiet() {
   SampleCallbacks cb;
   cb.show_progress = false;
   return cb;
-}
-
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 }  // namespace
