@@ -36,7 +36,8 @@ torch::Tensor generate(UNet2DModel& model, const ProcessConfig& process,
                        const SamplerOptions& sampler, const GenerateOptions& options,
                        const torch::Device& device);
 
-// Preview grids during training: DDIM, eta 0, fixed seed, no progress bar.
+// Preview grids during training: DDIM, eta 0, x_0 clipped (as diffusers' pipelines), fixed seed,
+// no progress bar.
 torch::Tensor preview_samples(UNet2DModel& model, const ProcessConfig& process, int64_t n,
                               int64_t steps, uint64_t seed, const torch::Device& device);
 
