@@ -88,6 +88,9 @@ int run_sample(const Args& a) {
     if (g.init_noise.dim() == 3) g.init_noise = g.init_noise.unsqueeze(0);
     check(g.init_noise.dim() == 4, a.str("init-noise"), ": expected (N, C, H, W) noise, got ",
           g.init_noise.sizes());
+    check(g.init_noise.size(1) == lm.model->config().in_channels, a.str("init-noise"),
+          ": noise has ", g.init_noise.size(1), " channels, the model takes ",
+          lm.model->config().in_channels);
     if (!a.given("n")) g.n = g.init_noise.size(0);
     check(g.init_noise.size(0) == g.n, a.str("init-noise"), ": holds ", g.init_noise.size(0),
           " noise tensors but --n is ", g.n);

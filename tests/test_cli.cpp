@@ -1,0 +1,144 @@
+// The `diffuse` program end to end: the golden tiny U-Net in a diffusers-style folder, sampled from
+// given noise into a PNG grid and an .npy; encode/interpolate; and clear errors for bad input.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "diffuse/core/filesystem.h"
+#include "diffuse/io/atomic_file.h"
+#include "diffuse/io/image.h"
+#include "diffuse/io/npy.h"
+
+namespace fs = std::filesystem;
+using namespace diffuse;
+
+namespace {
+
+struct Result {
+  int status;
+  std::string output;
+};
+
+Result run(const std::string& args) {
+  const auto log =
+      fs::temp_directory_path() / ("diffuse_cli_" + std::to_string(::getpid()) + ".log");
+  const std::string cmd =
+      std::string(DIFFUSE_CLI_PATH) + " " + args + " > " + log.string() + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  Result r{WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_file(log.string())};
+  ::unlink(log.c_str());
+  return r;
+}
+
+// The golden tiny U-Net as diffusers' save_pretrained lays it out.
+std::string golden_model_dir(const std::string& root) {
+  const auto dir = root + "/unet";
+  fs::create_directories(dir);
+  const std::string data = DIFFUSE_TEST_DATA;
+  auto j = nlohmann::json::parse(read_file(data + "/unet_tiny.json"));
+  auto cfg = j["config"];
+  cfg["_class_name"] = "UNet2DModel";
+  write_file_atomic(dir + "/config.json", cfg.dump(2));
+  write_file_atomic(dir + "/diffusion_pytorch_model.safetensors",
+                    read_file(data + "/unet_tiny.safetensors"));
+  return dir;
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ =
+        (fs::temp_directory_path() / ("diffuse_cli_test_" + std::to_string(::getpid()))).string();
+    remove_tree(root_);
+    fs::create_directories(root_);
+    model_ = golden_model_dir(root_);
+  }
+  void TearDown() override { remove_tree(root_); }
+  std::string root_, model_;
+};
+
+}  // namespace
+
+TEST_F(Cli, SampleFromInitNoiseWritesPngAndNpy) {
+  torch::manual_seed(0);
+  auto noise = torch::randn({3, 3, 16, 16});
+  save_npy(root_ + "/noise.npy", noise);
+  auto r = run("sample --model " + model_ + " --init-noise " + root_ +
+               "/noise.npy --sampler ddim --steps 5 --out " + root_ + "/grid.png --save-npy " +
+               root_ + "/samples.npy --device cpu --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto samples = load_npy(root_ + "/samples.npy");
+  EXPECT_EQ(samples.sizes(), (std::vector<int64_t>{3, 3, 16, 16}));
+  EXPECT_TRUE(torch::isfinite(samples).all().item<bool>());
+  auto grid = load_image(root_ + "/grid.png", 3);
+  EXPECT_EQ(grid.sizes(), make_grid(samples, 2).sizes());
+  EXPECT_TRUE(torch::equal(grid, make_grid(samples, 2)));
+  // The same noise gives the same samples.
+  auto r2 =
+      run("sample --model " + model_ + " --init-noise " + root_ + "/noise.npy --steps 5 --out " +
+          root_ + "/grid2.png --save-npy " + root_ + "/samples2.npy --device cpu --threads 1");
+  ASSERT_EQ(r2.status, 0) << r2.output;
+  EXPECT_TRUE(torch::equal(load_npy(root_ + "/samples2.npy"), samples));
+}
+
+TEST_F(Cli, EncodeAndInterpolate) {
+  torch::manual_seed(1);
+  save_npy(root_ + "/images.npy", torch::rand({2, 3, 16, 16}) * 2 - 1);
+  auto r = run("encode --model " + model_ + " --images " + root_ + "/images.npy --steps 10 --out " +
+               root_ + "/z.npy --device cpu --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("reconstruction"), std::string::npos) << r.output;
+  auto z = load_npy(root_ + "/z.npy");
+  ASSERT_EQ(z.sizes(), (std::vector<int64_t>{2, 3, 16, 16}));
+  save_npy(root_ + "/a.npy", z[0]);
+  save_npy(root_ + "/b.npy", z[1]);
+  r = run("interpolate --model " + model_ + " --from " + root_ + "/a.npy --to " + root_ +
+          "/b.npy --frames 4 --steps 5 --out " + root_ + "/strip.png --device cpu --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(load_image(root_ + "/strip.png", 3).sizes(),
+            make_grid(torch::zeros({4, 3, 16, 16}), 4).sizes());
+}
+
+TEST_F(Cli, BadInputGivesClearErrors) {
+  auto r =
+      run("sample --model " + model_ + " --sampler euler --out " + root_ + "/x.png --device cpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--sampler"), std::string::npos) << r.output;
+  r = run("sample --model " + model_ + " --steps 5000 --out " + root_ + "/x.png --device cpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--steps"), std::string::npos) << r.output;
+  save_npy(root_ + "/bad.npy", torch::zeros({2, 1, 16, 16}));
+  r = run("sample --model " + model_ + " --init-noise " + root_ + "/bad.npy --out " + root_ +
+          "/x.png --device cpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("channels"), std::string::npos) << r.output;
+  r = run("sample --model " + root_ + "/nowhere --out " + root_ + "/x.png");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("nowhere"), std::string::npos) << r.output;
+  r = run("train --learning-rate 1");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("unknown option --learning-rate"), std::string::npos) << r.output;
+  r = run("frobnicate");
+  EXPECT_EQ(r.status, 2);
+  r = run("train --data idx:" + root_ + "/missing-idx3-ubyte --out " + root_ + "/run --device cpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("missing-idx3-ubyte"), std::string::npos) << r.output;
+}
+
+TEST_F(Cli, HelpDocumentsEveryCommand) {
+  auto r = run("--help");
+  EXPECT_EQ(r.status, 0);
+  for (const auto* cmd :
+       {"train", "sample", "encode", "interpolate", "eval nll", "eval fd", "report", "bench"}) {
+    EXPECT_NE(r.output.find(cmd), std::string::npos) << cmd;
+    auto h = run(std::string(cmd) + " --help");
+    EXPECT_EQ(h.status, 0) << cmd;
+    EXPECT_NE(h.output.find("usage: diffuse"), std::string::npos) << cmd;
+  }
+  auto t = run("train --help");
+  EXPECT_NE(t.output.find("[default: 0.0002]"), std::string::npos) << t.output;
+}
