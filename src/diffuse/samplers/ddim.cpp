@@ -17,8 +17,8 @@ double DdimSampler::sigma(size_t i) const {
   return eta_ * std::sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev));
 }
 
-StepResult DdimSampler::do_step(const torch::Tensor& model_output, size_t i,
-                                const torch::Tensor& x, NoiseSource& noise) {
+StepResult DdimSampler::do_step(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
+                                NoiseSource& noise) {
   const double abar_prev = alpha_bar_prev(i), sig = sigma(i);
   auto p = predict(model_output, x, alpha_bar(i));
   // "Direction pointing to x_t"; rounding can push 1 - abar' - sigma^2 a hair below 0.

@@ -1,8 +1,8 @@
 // DDIM (Song et al. 2021, eq. 12): with abar = abar_t and abar' = abar at the next timestep,
 //   x' = sqrt(abar') x0 + sqrt(1 - abar' - sigma^2) eps + sigma z,
 //   sigma(eta) = eta sqrt((1 - abar') / (1 - abar)) sqrt(1 - abar / abar')   (eq. 16),
-// where (x0, eps) come from the model output at x_t. abar' = 1 after the last step, so the sample is
-// the last x0. eta = 0 is the deterministic ODE; eta = 1 is the DDPM posterior on the respaced
+// where (x0, eps) come from the model output at x_t. abar' = 1 after the last step, so the sample
+// is the last x0. eta = 0 is the deterministic ODE; eta = 1 is the DDPM posterior on the respaced
 // schedule.
 #pragma once
 #include "diffuse/samplers/sampler.h"

@@ -1,8 +1,9 @@
 // Ancestral sampling (Ho et al. 2020, Algorithm 2): x_{t-1} = mu_theta(x_t, t) + sigma_t z, with
-// no noise at the last step. With S < T steps it runs on the respaced schedule (improved-diffusion):
-// the kept timesteps' abar are unchanged and beta'_i = 1 - abar[kept_i] / abar[kept_{i-1}].
+// no noise at the last step. With S < T steps it runs on the respaced schedule
+// (improved-diffusion): the kept timesteps' abar are unchanged and beta'_i = 1 - abar[kept_i] /
+// abar[kept_{i-1}].
 #pragma once
-#include "diffuse/diffusion/gaussian_diffusion.h"
+#include "diffuse/diffusion/schedule.h"
 #include "diffuse/samplers/sampler.h"
 
 namespace diffuse {
@@ -15,16 +16,15 @@ class DdpmSampler : public Sampler {
   DdpmSampler(const Schedule& schedule, std::vector<int64_t> timesteps, PredictionType prediction,
               VarianceType variance, bool clip_x0);
 
-  // The respaced process the steps follow; its index j is step S-1-j.
-  const GaussianDiffusion& process() const { return process_; }
+  // The respaced schedule the steps follow; its index j is step S-1-j.
+  const Schedule& respaced() const { return respaced_; }
 
  protected:
   StepResult do_step(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
                      NoiseSource& noise) override;
 
  private:
-  GaussianDiffusion process_;
-  bool clip_x0_;
+  Schedule respaced_;
 };
 
 }  // namespace diffuse

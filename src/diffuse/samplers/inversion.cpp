@@ -113,7 +113,8 @@ torch::Tensor interpolate(const torch::Tensor& za, const torch::Tensor& zb, int6
   const auto b = zb.dim() == 3 ? zb.unsqueeze(0) : zb;
   std::vector<torch::Tensor> out;
   for (int64_t f = 0; f < frames; ++f) {
-    const double alpha = frames == 1 ? 0.0 : static_cast<double>(f) / static_cast<double>(frames - 1);
+    const double alpha =
+        frames == 1 ? 0.0 : static_cast<double>(f) / static_cast<double>(frames - 1);
     out.push_back(slerp(a, b, alpha));
   }
   return torch::cat(out, 0);

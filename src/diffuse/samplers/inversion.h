@@ -1,6 +1,6 @@
-// DDIM latent encoding (Song et al. 2021, sec. 5.4): the eta = 0 sampler is the Euler discretisation
-// of an ODE, so running it the other way maps data x_0 to a latent x_T that decodes back to x_0 (up
-// to discretisation error), and latents can be interpolated.
+// DDIM latent encoding (Song et al. 2021, sec. 5.4): the eta = 0 sampler is the Euler
+// discretisation of an ODE, so running it the other way maps data x_0 to a latent x_T that decodes
+// back to x_0 (up to discretisation error), and latents can be interpolated.
 #pragma once
 #include <torch/torch.h>
 
@@ -16,8 +16,8 @@ namespace diffuse {
 //
 // Pairing: decoding steps from level t_i to t_{i+1} with the model evaluated at t_i (its start).
 // Encoding mirrors it: from t_{i+1} up to t_i with the model evaluated at t_{i+1}, the start again
-// (explicit Euler both ways, so the round trip error is O(1/S)). Its first step starts from the data,
-// which has no timestep: the model sees the smallest kept timestep there (t = 0 for leading).
+// (explicit Euler both ways, so the round trip error is O(1/S)). Its first step starts from the
+// data, which has no timestep: the model sees the smallest kept timestep there (t = 0 for leading).
 // Each step uses the ODE form (DDIM eq. 13): x'/sqrt(abar') = x/sqrt(abar) +
 // (sqrt(1/abar' - 1) - sqrt(1/abar - 1)) eps.
 // x0: (B, C, H, W) -> x_T: (B, C, H, W).

@@ -56,8 +56,8 @@ torch::Tensor NoiseSource::randn(at::IntArrayRef shape, const torch::TensorOptio
   if (on_device_) {
     const auto device = options.device();
     const bool native = dtype == torch::kFloat32 || dtype == torch::kFloat64;
-    auto z = torch::randn(shape, generator_for(device),
-                          options.dtype(native ? dtype : torch::kFloat32));
+    auto z =
+        torch::randn(shape, generator_for(device), options.dtype(native ? dtype : torch::kFloat32));
     return native ? z : z.to(dtype);
   }
   auto z = torch::randn(shape, cpu_, torch::TensorOptions().dtype(torch::kFloat32));

@@ -70,15 +70,16 @@ std::unique_ptr<Sampler> make_sampler(const SamplerOptions& o, const Schedule& s
   check(o.steps >= 1 && o.steps <= T, "--steps must be in [1, ", T,
         "] (the training timesteps), got ", o.steps);
   check(o.eta >= 0.0 && o.eta <= 1.0, "--eta must be in [0, 1], got ", o.eta);
-  check(o.kind == "ddim" || o.eta == 0.0, "--eta ", o.eta,
-        " is only used by --sampler ddim (", o.kind, " has no eta)");
+  check(o.kind == "ddim" || o.eta == 0.0, "--eta ", o.eta, " is only used by --sampler ddim (",
+        o.kind, " has no eta)");
   VarianceType variance;
   try {
     variance = parse_variance_type(o.variance);
   } catch (const Error& e) {
     fail("--variance: ", e.what());
   }
-  const auto ts = make_timesteps(o.spacing.empty() ? default_spacing(o.kind) : o.spacing, T, o.steps);
+  const auto ts =
+      make_timesteps(o.spacing.empty() ? default_spacing(o.kind) : o.spacing, T, o.steps);
   if (o.kind == "ddpm")
     return std::make_unique<DdpmSampler>(schedule, ts, o.prediction, variance, o.clip_x0);
   if (o.kind == "ddim")

@@ -25,7 +25,7 @@ struct SamplerOptions {
   std::string kind = "ddim";  // ddpm | ddim | dpm++2m
   int64_t steps = 50;         // model evaluations
   double eta = 0.0;           // DDIM only: 0 deterministic, 1 the DDPM posterior variance
-  std::string spacing;  // leading | linspace | trailing | quadratic; "" = the kind's default
+  std::string spacing;        // leading | linspace | trailing | quadratic; "" = the kind's default
   PredictionType prediction = PredictionType::Epsilon;
   std::string variance = "fixed-small";  // fixed-small | fixed-large | learned-range
   bool clip_x0 = false;                  // clamp the predicted x_0 to [-1, 1]
