@@ -12,6 +12,7 @@
 #include "diffuse/eval/sample_quality.h"
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/npy.h"
+#include "diffuse/train/generate.h"
 #include "diffuse/train/model_source.h"
 
 namespace fs = std::filesystem;
@@ -19,13 +20,6 @@ namespace fs = std::filesystem;
 namespace diffuse::cli {
 
 namespace {
-
-torch::Device setup_device(const Args& a) {
-  auto device = parse_device(a.str("device"));
-  configure_runtime(device);
-  if (a.integer("threads") > 0) torch::set_num_threads(static_cast<int>(a.integer("threads")));
-  return device;
-}
 
 // --out, else RUN/eval when the model is a run folder or one of its checkpoints, else ".".
 std::string out_dir_for(const Args& a, const std::string& model_spec) {
@@ -105,8 +99,7 @@ TrainedClassifier train_and_save(const std::string& dir, const ClassifierTrainOp
                          {"lr", o.lr},     {"seed", o.seed},     {"seconds", t.seconds}};
   save_classifier(dir, t.model, t.test_accuracy, info);
   // Statistics cached for an older classifier would not match its fingerprint; remove them.
-  std::error_code ec;
-  fs::remove(reference_stats_path(dir), ec);
+  std::remove(reference_stats_path(dir).c_str());
   return t;
 }
 
@@ -174,16 +167,18 @@ int run_fd(const Args& a) {
   } else {
     spec = a.str("model");
     auto lm = load_model(spec, device, !a.flag("no-ema"));
+    const auto so =
+        sampler_options(lm.process, a.str("sampler"), a.integer("steps"), a.number("eta"));
     GenerateOptions g;
-    g.sampler.kind = a.str("sampler");
-    g.sampler.steps = a.integer("steps");
-    g.sampler.eta = a.number("eta");
     g.n = a.integer("n");
     g.batch = a.integer("batch");
     g.seed = static_cast<uint64_t>(a.integer("seed"));
-    std::cerr << "diffuse: sampling " << g.n << " images from " << lm.description << " ("
-              << g.sampler.kind << ", " << g.sampler.steps << " steps)\n";
-    auto samples = generate_samples(lm, g, device);
+    g.bf16 = !a.flag("no-bf16");
+    check(g.n >= 2, "--n must be >= 2, got ", g.n);
+    check(g.batch >= 1, "--batch must be >= 1, got ", g.batch);
+    std::cerr << "diffuse: sampling " << g.n << " images from " << lm.description << " (" << so.kind
+              << ", " << so.steps << " steps)\n";
+    auto samples = generate(lm.model, lm.process, so, g, device);
     if (a.has("save-samples")) {
       save_npy(a.str("save-samples"), samples);
       std::cerr << "diffuse: wrote the samples to " << a.str("save-samples") << "\n";
@@ -191,9 +186,9 @@ int run_fd(const Args& a) {
     images = samples_to_data_images(samples, data_size);
     meta["model"] = lm.description;
     meta["step"] = lm.step;
-    meta["sampler"] = g.sampler.kind;
-    meta["steps"] = g.sampler.steps;
-    meta["eta"] = g.sampler.eta;
+    meta["sampler"] = so.kind;
+    meta["steps"] = so.steps;
+    meta["eta"] = so.eta;
     meta["seed"] = g.seed;
     meta["ema"] = !a.flag("no-ema");
   }
@@ -316,6 +311,7 @@ Command eval_fd_command() {
       {"seed", "0", "seed of the sampler noise"},
       {"batch", "250", "samples per batch"},
       {"no-ema", "", "the raw weights instead of the EMA ones", true},
+      {"no-bf16", "", "no bf16 autocast when sampling on CUDA", true},
       {"save-samples", "", "also write the generated samples to this .npy file"},
       {"classifier", "", "classifier folder (default " + default_classifier_dir() + ")"},
       {"data", "fashion-mnist", "reference dataset (its test split)"},

@@ -1,0 +1,353 @@
+#include "diffuse/eval/report.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "diffuse/core/error.h"
+#include "diffuse/eval/base64.h"
+#include "diffuse/io/atomic_file.h"
+#include "diffuse/io/plot.h"
+#include "stb_image_write.h"
+
+namespace fs = std::filesystem;
+
+namespace diffuse {
+
+namespace {
+
+void append_bytes(void* context, void* data, int size) {
+  static_cast<std::string*>(context)->append(static_cast<const char*>(data),
+                                             static_cast<size_t>(size));
+}
+
+std::string fmt(double v, int precision = 4) {
+  if (!std::isfinite(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+  return buf;
+}
+
+std::string json_scalar_text(const nlohmann::json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_float()) return fmt(v.get<double>(), 6);
+  if (v.is_array()) return "[" + std::to_string(v.size()) + " values]";
+  return v.dump();
+}
+
+bool is_png(const std::string& bytes) {
+  static const std::string sig = "\x89PNG\r\n\x1a\n";
+  return bytes.compare(0, sig.size(), sig) == 0;
+}
+
+std::string img_tag(const std::string& png, const std::string& alt, const std::string& cls = "") {
+  return "<img" + (cls.empty() ? std::string() : " class=\"" + cls + "\"") + " alt=\"" +
+         html_escape(alt) + "\" src=\"data:image/png;base64," + base64_encode(png) + "\">";
+}
+
+// The step number in a name like step_00001000.png, or -1.
+int64_t step_of(const std::string& stem) {
+  if (stem.rfind("step_", 0) != 0 || stem.size() == 5) return -1;
+  int64_t v = 0;
+  for (size_t i = 5; i < stem.size(); ++i) {
+    if (stem[i] < '0' || stem[i] > '9' || v > (INT64_MAX - 9) / 10) return -1;
+    v = v * 10 + (stem[i] - '0');
+  }
+  return v;
+}
+
+std::string plot_png(const std::vector<LogPoint>& log, double LogPoint::*field,
+                     const std::string& label, const std::string& title, bool log_y) {
+  Series s{label, {}, {}};
+  for (const auto& p : log) {
+    s.x.push_back(static_cast<double>(p.step));
+    s.y.push_back(p.*field);
+  }
+  return encode_png(render_line_plot({s}, title, "step", label, log_y, 800, 400));
+}
+
+const char* kStyle = R"(
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
+table { border-collapse: collapse; margin: .5em 0; }
+td, th { border: 1px solid #ddd; padding: .25em .7em; text-align: left; font-size: .92em; }
+th { background: #f4f4f4; }
+td.num { text-align: right; font-family: monospace; }
+.plots img { max-width: 100%; border: 1px solid #eee; margin: .3em 0; }
+.grids { display: flex; flex-wrap: wrap; gap: 1em; }
+.grids figure { margin: 0; text-align: center; }
+.grids img { image-rendering: pixelated; width: 260px; border: 1px solid #ccc; }
+.note { color: #777; font-size: .9em; }
+)";
+
+}  // namespace
+
+std::vector<LogPoint> read_training_log(const std::string& path,
+                                        std::vector<std::string>* warnings) {
+  std::vector<LogPoint> out;
+  std::ifstream in(path);
+  if (!in) return out;
+  std::string line;
+  int64_t lineno = 0;
+  auto num = [](const nlohmann::json& j, const char* key) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_number() ? it->get<double>() : NAN;
+  };
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("step") || !j["step"].is_number()) {
+      if (warnings)
+        warnings->push_back(path + ":" + std::to_string(lineno) + ": skipped (not a log line)");
+      continue;
+    }
+    LogPoint p;
+    p.step = j["step"].get<int64_t>();
+    p.loss = num(j, "loss");
+    p.grad_norm = num(j, "grad_norm");
+    p.lr = num(j, "lr");
+    p.images_per_s = num(j, "images_per_s");
+    p.wall_time = num(j, "wall_time");
+    out.push_back(p);
+  }
+  return out;
+}
+
+std::string encode_png(const torch::Tensor& chw_uint8) {
+  check(chw_uint8.dim() == 3 && chw_uint8.scalar_type() == torch::kUInt8,
+        "encode_png: expected a (C, H, W) uint8 tensor, got ", chw_uint8.sizes(), " ",
+        chw_uint8.scalar_type());
+  const int64_t c = chw_uint8.size(0), h = chw_uint8.size(1), w = chw_uint8.size(2);
+  check(c == 1 || c == 3 || c == 4, "encode_png: expected 1, 3 or 4 channels, got ", c);
+  check(h > 0 && w > 0 && h < (1 << 20) && w < (1 << 20), "encode_png: bad size ", h, "x", w);
+  auto hwc = chw_uint8.to(torch::kCPU).permute({1, 2, 0}).contiguous();
+  std::string png;
+  const int ok =
+      stbi_write_png_to_func(append_bytes, &png, static_cast<int>(w), static_cast<int>(h),
+                             static_cast<int>(c), hwc.data_ptr<uint8_t>(), static_cast<int>(w * c));
+  check(ok != 0, "encode_png: the PNG encoder failed");
+  return png;
+}
+
+std::string html_escape(const std::string& text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char ch : text) {
+    switch (ch) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&#39;";
+        break;
+      default:
+        out += ch;
+    }
+  }
+  return out;
+}
+
+std::string render_report_html(const std::string& run_dir, const ReportOptions& options) {
+  const fs::path run(run_dir);
+  check(fs::is_directory(run), "report: ", run_dir, " is not a folder");
+  const auto config_path = run / "config.json", log_path = run / "log.jsonl";
+  check(fs::exists(config_path) || fs::exists(log_path), "report: ", run_dir,
+        " is not a diffuse run folder (no config.json or log.jsonl)");
+  std::vector<std::string> warnings;
+
+  nlohmann::json config;
+  if (fs::exists(config_path)) {
+    config = nlohmann::json::parse(read_file(config_path.string()), nullptr, false);
+    if (config.is_discarded() || !config.is_object()) {
+      warnings.push_back(config_path.string() + ": not a JSON object; config not shown");
+      config = nlohmann::json::object();
+    }
+  }
+  const auto log = read_training_log(log_path.string(), &warnings);
+
+  // Evaluation results: every JSON object in eval/, by file name.
+  std::vector<std::pair<std::string, nlohmann::json>> evals;
+  std::vector<std::pair<std::string, std::string>> eval_pngs;
+  if (fs::is_directory(run / "eval")) {
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(run / "eval"))
+      if (e.is_regular_file()) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+      if (f.extension() == ".json") {
+        auto j = nlohmann::json::parse(read_file(f.string()), nullptr, false);
+        if (j.is_discarded() || !j.is_object())
+          warnings.push_back(f.string() + ": not a JSON object; skipped");
+        else
+          evals.emplace_back(f.filename().string(), j);
+      } else if (f.extension() == ".png") {
+        auto bytes = read_file(f.string());
+        if (is_png(bytes)) eval_pngs.emplace_back(f.filename().string(), std::move(bytes));
+      }
+    }
+  }
+
+  // Preview grids in step order, thinned evenly when there are many.
+  std::vector<std::pair<int64_t, fs::path>> grids;
+  if (fs::is_directory(run / "grids"))
+    for (const auto& e : fs::directory_iterator(run / "grids"))
+      if (e.is_regular_file() && e.path().extension() == ".png") {
+        const auto s = step_of(e.path().stem().string());
+        if (s >= 0) grids.emplace_back(s, e.path());
+      }
+  std::sort(grids.begin(), grids.end());
+  const auto all_grids = static_cast<int64_t>(grids.size());
+  if (options.max_grids > 0 && all_grids > options.max_grids) {
+    std::vector<std::pair<int64_t, fs::path>> kept;
+    const int64_t m = options.max_grids;
+    for (int64_t i = 0; i < m; ++i)
+      kept.push_back(grids[m == 1 ? all_grids - 1 : i * (all_grids - 1) / (m - 1)]);
+    grids = std::move(kept);
+  }
+
+  std::ostringstream h;
+  const auto name = fs::absolute(run).lexically_normal().filename().string();
+  const auto title = "diffuse run: " + (name.empty() ? run_dir : name);
+  h << "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>"
+    << html_escape(title) << "</title>\n<style>" << kStyle << "</style>\n</head>\n<body>\n";
+  h << "<h1>" << html_escape(title) << "</h1>\n";
+  {
+    const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char when[64];
+    std::strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", std::localtime(&now));
+    h << "<p class=\"note\">" << html_escape(fs::absolute(run).lexically_normal().string())
+      << " &middot; report written " << when << "</p>\n";
+  }
+
+  // Summary: the state of training and the headline metrics.
+  h << "<section id=\"summary\">\n<h2>Summary</h2>\n<table>\n";
+  auto row = [&](const std::string& k, const std::string& v) {
+    h << "<tr><th>" << html_escape(k) << "</th><td>" << html_escape(v) << "</td></tr>\n";
+  };
+  if (config.contains("model")) row("model", json_scalar_text(config["model"]));
+  if (config.contains("data")) row("data", json_scalar_text(config["data"]));
+  if (!log.empty()) {
+    const auto& last = log.back();
+    row("last logged step", std::to_string(last.step));
+    row("loss at last log", fmt(last.loss));
+    double ips = 0;
+    int64_t n = 0;
+    for (const auto& p : log)
+      if (std::isfinite(p.images_per_s)) ips += p.images_per_s, ++n;
+    if (n > 0) row("mean images/s", fmt(ips / n));
+    if (std::isfinite(last.wall_time)) row("training time (s)", fmt(last.wall_time, 6));
+  }
+  for (const auto& [file, j] : evals) {
+    if (j.contains("nll") && j["nll"].is_number())
+      row("NLL (bits/dim), " + file,
+          fmt(j["nll"].get<double>()) +
+              (j.contains("se") && j["se"].is_number() ? " +- " + fmt(j["se"].get<double>(), 2)
+                                                       : "") +
+              (j.value("estimate", false) ? " (estimate)" : ""));
+    if (j.contains("fd_fmnist") && j["fd_fmnist"].is_number())
+      row("FD-FMNIST, " + file, fmt(j["fd_fmnist"].get<double>()));
+    if (j.contains("is_fmnist") && j["is_fmnist"].is_number())
+      row("IS-FMNIST, " + file, fmt(j["is_fmnist"].get<double>()));
+  }
+  h << "</table>\n</section>\n";
+
+  h << "<section id=\"curves\">\n<h2>Training curves</h2>\n<div class=\"plots\">\n";
+  if (log.empty()) {
+    h << "<p class=\"note\">No log.jsonl lines yet.</p>\n";
+  } else {
+    h << img_tag(plot_png(log, &LogPoint::loss, "loss", "training loss", true), "training loss")
+      << "\n";
+    h << img_tag(plot_png(log, &LogPoint::images_per_s, "images/s", "throughput", false),
+                 "images per second")
+      << "\n";
+  }
+  h << "</div>\n</section>\n";
+
+  h << "<section id=\"grids\">\n<h2>Samples during training</h2>\n";
+  if (grids.empty()) {
+    h << "<p class=\"note\">No preview grids in grids/.</p>\n";
+  } else {
+    if (static_cast<int64_t>(grids.size()) < all_grids)
+      h << "<p class=\"note\">" << grids.size() << " of " << all_grids
+        << " grids, evenly spaced.</p>\n";
+    h << "<div class=\"grids\">\n";
+    for (const auto& [step, path] : grids) {
+      const auto bytes = read_file(path.string());
+      if (!is_png(bytes)) {
+        warnings.push_back(path.string() + ": not a PNG file; skipped");
+        continue;
+      }
+      h << "<figure>" << img_tag(bytes, "samples at step " + std::to_string(step))
+        << "<figcaption>step " << step << "</figcaption></figure>\n";
+    }
+    h << "</div>\n";
+  }
+  h << "</section>\n";
+
+  h << "<section id=\"eval\">\n<h2>Evaluation</h2>\n";
+  if (evals.empty() && eval_pngs.empty())
+    h << "<p class=\"note\">No results in eval/ (diffuse eval nll / diffuse eval fd write them "
+         "there).</p>\n";
+  for (const auto& [file, j] : evals) {
+    h << "<h3>" << html_escape(file) << "</h3>\n<table>\n";
+    for (const auto& [k, v] : j.items()) {
+      if (v.is_object()) {
+        for (const auto& [k2, v2] : v.items())
+          h << "<tr><th>" << html_escape(k + "." + k2) << "</th><td class=\"num\">"
+            << html_escape(json_scalar_text(v2)) << "</td></tr>\n";
+      } else {
+        h << "<tr><th>" << html_escape(k) << "</th><td class=\"num\">"
+          << html_escape(json_scalar_text(v)) << "</td></tr>\n";
+      }
+    }
+    h << "</table>\n";
+  }
+  if (!eval_pngs.empty()) {
+    h << "<div class=\"plots\">\n";
+    for (const auto& [file, bytes] : eval_pngs) h << img_tag(bytes, file) << "\n";
+    h << "</div>\n";
+  }
+  h << "</section>\n";
+
+  h << "<section id=\"config\">\n<h2>Configuration</h2>\n";
+  if (config.empty()) {
+    h << "<p class=\"note\">No config.json.</p>\n";
+  } else {
+    h << "<table>\n";
+    for (const auto& [k, v] : config.items())
+      h << "<tr><th>" << html_escape(k) << "</th><td class=\"num\">"
+        << html_escape(json_scalar_text(v)) << "</td></tr>\n";
+    h << "</table>\n";
+  }
+  h << "</section>\n";
+
+  if (!warnings.empty()) {
+    h << "<section id=\"warnings\">\n<h2>Warnings</h2>\n<ul>\n";
+    for (const auto& w : warnings) h << "<li>" << html_escape(w) << "</li>\n";
+    h << "</ul>\n</section>\n";
+  }
+  h << "</body>\n</html>\n";
+  return h.str();
+}
+
+void write_report(const std::string& run_dir, const std::string& out_path,
+                  const ReportOptions& options) {
+  write_file_atomic(out_path, render_report_html(run_dir, options));
+}
+
+}  // namespace diffuse
