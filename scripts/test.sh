@@ -8,7 +8,7 @@ start=$(date +%s)
 for flavour in pypi debian; do
   "$here/scripts/build.sh" "$flavour"
   dir="$here/build"; [ "$flavour" = debian ] && dir="$here/build-debian"
-  (cd "$dir" && CUDA_VISIBLE_DEVICES="" ctest --output-on-failure -j "${DIFFUSE_TEST_JOBS:-2}")
+  (cd "$dir" && CUDA_VISIBLE_DEVICES="" ctest --output-on-failure -j "${DIFFUSE_TEST_JOBS:-1}")
   echo "test: $flavour passed ($(( $(date +%s) - start )) s so far)"
 done
 echo "test: all passed in $(( $(date +%s) - start )) s"
