@@ -92,7 +92,11 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume)
                        torch::kUInt8);
     data.name = "synthetic";
   } else {
-    data = load_dataset(cfg_.data, "train", size, mc.in_channels);
+    // Fixed-size datasets load at their own size (0) and are padded below, as DDPM pads 28x28 to
+    // 32x32; folders need a size to crop and resize to.
+    const bool folder = cfg_.data.rfind("folder:", 0) == 0;
+    data =
+        load_dataset(cfg_.data, "train", cfg_.image_size > 0 || folder ? size : 0, mc.in_channels);
   }
   check(data.channels() == mc.in_channels, "--data ", cfg_.data, " has ", data.channels(),
         " channels but --model ", cfg_.model, " takes ", mc.in_channels);
