@@ -11,11 +11,11 @@
 #include <set>
 #include <sstream>
 
+#include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/safetensors.h"
 #include "diffuse/models/presets.h"
-#include "diffuse/core/compat.h"
 #include "diffuse/models/unet.h"
 #include "diffuse/models/weights.h"
 #include "support.h"

@@ -81,7 +81,8 @@ torch::Tensor preview_samples(UNet2DModel& model, const ProcessConfig& process, 
   o.batch = n;
   o.seed = seed;
   o.progress = false;
-  return generate(model, process, sampler_options(process, "ddim", steps, 0.0, "", /*clip_x0=*/true), o, device);
+  return generate(model, process,
+                  sampler_options(process, "ddim", steps, 0.0, "", /*clip_x0=*/true), o, device);
 }
 
 }  // namespace diffuse
