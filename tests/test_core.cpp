@@ -1,5 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
 #include "diffuse/core/progress.h"
@@ -22,6 +26,47 @@ TEST(Progress, DurationFormat) {
   EXPECT_EQ(format_duration(61), "01:01");
   EXPECT_EQ(format_duration(3723), "1:02:03");
   EXPECT_EQ(format_duration(-1), "--:--");
+}
+
+namespace {
+int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+}  // namespace
+
+// Under ctest stderr is not a terminal, so the bar writes whole log lines: the final state once.
+TEST(Progress, LogModeWritesTheFinalLineOnce) {
+  testing::internal::CaptureStderr();
+  {
+    ProgressBar bar(3, "work", "it");
+    for (int i = 0; i < 3; ++i) bar.update(1);
+    bar.finish();
+  }
+  const auto out = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(count_lines(out), 1) << out;
+  EXPECT_NE(out.find("work [########################] 3/3 100.0%"), std::string::npos) << out;
+}
+
+TEST(Progress, ResumedBarCountsFromTheResumePointAndHonoursTheTimeLimit) {
+  testing::internal::CaptureStderr();
+  {
+    ProgressBar bar(1000000, "train", "step");
+    bar.resume_from(999000);
+    bar.set_time_limit(30);
+    std::this_thread::sleep_for(std::chrono::milliseconds(60));
+    bar.update(1);
+    bar.finish();  // the destructor must not draw again
+  }
+  const auto out = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(count_lines(out), 1) << out;
+  EXPECT_NE(out.find("999001/1000000"), std::string::npos) << out;
+  // One step in >= 60 ms: at most ~17 step/s. Counting the 999,000 resumed steps would print
+  // millions.
+  const auto rate_end = out.find(" step/s");
+  ASSERT_NE(rate_end, std::string::npos) << out;
+  const auto rate_begin = out.rfind(' ', rate_end - 1) + 1;
+  EXPECT_LT(std::stod(out.substr(rate_begin, rate_end - rate_begin)), 20.0) << out;
+  // The 999 steps left would take about a minute; the run stops at 30 s, which the ETA shows.
+  const auto eta = out.substr(out.find("eta ") + 4, 5);
+  EXPECT_TRUE(eta == "00:30" || eta == "00:29") << out;
 }
 
 TEST(Compat, AttentionMatchesSoftmaxFormula) {

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace diffuse {
@@ -36,8 +37,9 @@ void ProgressBar::finish() {
   if (finished_) return;
   finished_ = true;
   if (!enabled_) return;
-  draw(true);
-  std::fputc('\n', stderr);
+  if (drawn_ != done_) draw(true);
+  // A terminal line was drawn with \r and still needs its end; log lines already have one.
+  if (isatty(fileno(stderr))) std::fputc('\n', stderr);
 }
 
 void ProgressBar::draw(bool force) {
@@ -48,9 +50,11 @@ void ProgressBar::draw(bool force) {
   const double min_gap = tty ? 0.1 : 10.0;
   if (!force && std::chrono::duration<double>(now - last_draw_).count() < min_gap) return;
   last_draw_ = now;
+  drawn_ = done_;
   const double elapsed = std::chrono::duration<double>(now - start_).count();
-  const double rate = elapsed > 0 ? done_ / elapsed : 0.0;
-  const double eta = rate > 0 ? (total_ - done_) / rate : -1.0;
+  const double rate = elapsed > 0 ? (done_ - base_) / elapsed : 0.0;
+  double eta = rate > 0 ? (total_ - done_) / rate : -1.0;
+  if (time_limit_ > 0) eta = std::max(0.0, eta < 0 ? time_limit_ - elapsed : std::min(eta, time_limit_ - elapsed));
   const int width = 24;
   const double frac = total_ > 0 ? std::min(1.0, static_cast<double>(done_) / total_) : 1.0;
   const int filled = static_cast<int>(frac * width);

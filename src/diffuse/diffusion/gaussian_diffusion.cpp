@@ -119,16 +119,18 @@ PMeanVariance GaussianDiffusion::p_mean_variance(const torch::Tensor& model_outp
     log_variance = frac * extract(log_betas_, t, x_t) +
                    (1.0 - frac) * extract(schedule_.posterior_log_variance_clipped, t, x_t);
   } else if (variance_ == VarianceType::FixedLarge) {
-    log_variance = extract(large_log_variance_, t, x_t).expand_as(x_t);
+    log_variance = extract(large_log_variance_, t, x_t);  // [B,1,1,1] until the end
   } else {
-    log_variance = extract(schedule_.posterior_log_variance_clipped, t, x_t).expand_as(x_t);
+    log_variance = extract(schedule_.posterior_log_variance_clipped, t, x_t);
   }
   const auto a = extract(schedule_.sqrt_alphas_cumprod, t, x_t);
   const auto s = extract(schedule_.sqrt_one_minus_alphas_cumprod, t, x_t);
   const auto x0_eps = clip_x0 ? split_prediction_clipped(prediction_, pred, x_t, a, s)
                               : split_prediction(prediction_, pred, x_t, a, s);
   auto post = q_posterior_mean_variance(x0_eps.x0, x_t, t);
-  return {post.mean, torch::exp(log_variance), log_variance, x0_eps.x0, x0_eps.eps};
+  // exp before expanding, so fixed variances cost B exponentials, not B*C*H*W.
+  return {post.mean, torch::exp(log_variance).expand_as(x_t), log_variance.expand_as(x_t),
+          x0_eps.x0, x0_eps.eps};
 }
 
 torch::Tensor GaussianDiffusion::vb_terms_bpd(const torch::Tensor& model_output,

@@ -12,19 +12,14 @@
 #include "diffuse/core/error.h"
 #include "diffuse/eval/base64.h"
 #include "diffuse/io/atomic_file.h"
+#include "diffuse/io/image.h"
 #include "diffuse/io/plot.h"
-#include "stb_image_write.h"
 
 namespace fs = std::filesystem;
 
 namespace diffuse {
 
 namespace {
-
-void append_bytes(void* context, void* data, int size) {
-  static_cast<std::string*>(context)->append(static_cast<const char*>(data),
-                                             static_cast<size_t>(size));
-}
 
 std::string fmt(double v, int precision = 4) {
   if (!std::isfinite(v)) return "-";
@@ -117,22 +112,6 @@ std::vector<LogPoint> read_training_log(const std::string& path,
     out.push_back(p);
   }
   return out;
-}
-
-std::string encode_png(const torch::Tensor& chw_uint8) {
-  check(chw_uint8.dim() == 3 && chw_uint8.scalar_type() == torch::kUInt8,
-        "encode_png: expected a (C, H, W) uint8 tensor, got ", chw_uint8.sizes(), " ",
-        chw_uint8.scalar_type());
-  const int64_t c = chw_uint8.size(0), h = chw_uint8.size(1), w = chw_uint8.size(2);
-  check(c == 1 || c == 3 || c == 4, "encode_png: expected 1, 3 or 4 channels, got ", c);
-  check(h > 0 && w > 0 && h < (1 << 20) && w < (1 << 20), "encode_png: bad size ", h, "x", w);
-  auto hwc = chw_uint8.to(torch::kCPU).permute({1, 2, 0}).contiguous();
-  std::string png;
-  const int ok =
-      stbi_write_png_to_func(append_bytes, &png, static_cast<int>(w), static_cast<int>(h),
-                             static_cast<int>(c), hwc.data_ptr<uint8_t>(), static_cast<int>(w * c));
-  check(ok != 0, "encode_png: the PNG encoder failed");
-  return png;
 }
 
 std::string html_escape(const std::string& text) {

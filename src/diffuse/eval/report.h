@@ -21,9 +21,6 @@ struct LogPoint {
 std::vector<LogPoint> read_training_log(const std::string& path,
                                         std::vector<std::string>* warnings);
 
-// chw: (C, H, W) uint8, C in {1, 3, 4} -> the bytes of a PNG file.
-std::string encode_png(const torch::Tensor& chw_uint8);
-
 // Text made safe inside HTML elements and attribute values.
 std::string html_escape(const std::string& text);
 

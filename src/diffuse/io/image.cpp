@@ -65,21 +65,25 @@ torch::Tensor make_grid(const torch::Tensor& images, int64_t nrow, int64_t pad, 
   return grid;
 }
 
-void save_png(const std::string& path, const torch::Tensor& chw_uint8) {
+std::string encode_png(const torch::Tensor& chw_uint8, const std::string& what) {
   const auto& t = chw_uint8;
-  check(t.defined() && t.dim() == 3 && t.scalar_type() == torch::kUInt8, path,
-        ": save_png expects a (C, H, W) uint8 tensor");
+  check(t.defined() && t.dim() == 3 && t.scalar_type() == torch::kUInt8, what,
+        ": a PNG needs a (C, H, W) uint8 tensor");
   const int64_t c = t.size(0), h = t.size(1), w = t.size(2);
-  check(c >= 1 && c <= 4, path, ": cannot write a ", c, "-channel PNG (1 to 4 channels)");
-  check(h > 0 && w > 0, path, ": cannot write an empty ", h, "x", w, " image");
-  check(h * w * c <= kMaxImageBytes, path, ": image of ", h, "x", w, " is too large");
+  check(c >= 1 && c <= 4, what, ": cannot write a ", c, "-channel PNG (1 to 4 channels)");
+  check(h > 0 && w > 0, what, ": cannot write an empty ", h, "x", w, " image");
+  check(h * w * c <= kMaxImageBytes, what, ": image of ", h, "x", w, " is too large");
   const auto hwc = t.to(torch::kCPU).permute({1, 2, 0}).contiguous();
   std::string png;
   const int ok =
       stbi_write_png_to_func(append_bytes, &png, static_cast<int>(w), static_cast<int>(h),
                              static_cast<int>(c), hwc.data_ptr<uint8_t>(), static_cast<int>(w * c));
-  check(ok != 0 && !png.empty(), path, ": PNG encoding failed");
-  write_file_atomic(path, png);
+  check(ok != 0 && !png.empty(), what, ": PNG encoding failed");
+  return png;
+}
+
+void save_png(const std::string& path, const torch::Tensor& chw_uint8) {
+  write_file_atomic(path, encode_png(chw_uint8, path));
 }
 
 void save_grid_png(const std::string& path, const torch::Tensor& images, int64_t nrow) {

@@ -18,7 +18,11 @@ torch::Tensor to_uint8(const torch::Tensor& x);
 torch::Tensor make_grid(const torch::Tensor& images, int64_t nrow, int64_t pad = 2,
                         uint8_t pad_value = 0);
 
-// chw: (C, H, W) uint8 with C = 1 (grey), 3 (RGB) or 4 (RGBA); written atomically.
+// chw: (C, H, W) uint8 with C = 1 (grey), 3 (RGB) or 4 (RGBA) -> the bytes of a PNG file;
+// errors name `what` (the file or page being made).
+std::string encode_png(const torch::Tensor& chw_uint8, const std::string& what = "PNG");
+
+// encode_png, written atomically.
 void save_png(const std::string& path, const torch::Tensor& chw_uint8);
 
 // save_png(path, make_grid(images, nrow)).

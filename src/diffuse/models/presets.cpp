@@ -28,13 +28,15 @@ UNetConfig ddpm_cifar10() {
   return c;
 }
 
-// Sized for a few minutes of CPU training on 28x28 images padded to 32x32.
+// Sized for a few minutes of CPU training on 28x28 images padded to 32x32. Attention only in the
+// 8x8 middle block: on two CPU cores the three 16x16 attention layers cost 40% of the training
+// step (87 against 143 images/s at batch 32) for no visible gain in a few minutes of training.
 UNetConfig fmnist_small() {
   UNetConfig c = ddpm_cifar10();
   c.in_channels = c.out_channels = 1;
   c.block_out_channels = {32, 64, 64};
-  c.down_block_types = {"DownBlock2D", "AttnDownBlock2D", "DownBlock2D"};
-  c.up_block_types = {"UpBlock2D", "AttnUpBlock2D", "UpBlock2D"};
+  c.down_block_types = {"DownBlock2D", "DownBlock2D", "DownBlock2D"};
+  c.up_block_types = {"UpBlock2D", "UpBlock2D", "UpBlock2D"};
   c.layers_per_block = 1;
   c.norm_num_groups = 8;
   c.dropout = 0;

@@ -259,7 +259,8 @@ void Trainer::run(bool progress) {
   auto tick = start;
   int64_t tick_step = step_;
   ProgressBar bar(cfg_.steps, "train", "step", progress);
-  bar.update(step_);
+  bar.resume_from(step_);
+  if (cfg_.time_limit > 0) bar.set_time_limit(cfg_.time_limit);
   std::string stop_reason = "reached --steps";
   while (step_ < cfg_.steps) {
     train_step();
