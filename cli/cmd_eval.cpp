@@ -222,9 +222,10 @@ int run_fd(const Args& a) {
   const auto out = out_dir_for(a, spec);
   fs::create_directories(out);
   // One file per sampler setting, so a run's eval folder collects a comparison of samplers.
-  const std::string name = spec.empty() ? "fd_samples.json"
-                                        : "fd_" + meta["sampler"].get<std::string>() + "-" +
-                                              std::to_string(meta["steps"].get<int64_t>()) + ".json";
+  const std::string name = spec.empty()
+                               ? "fd_samples.json"
+                               : "fd_" + meta["sampler"].get<std::string>() + "-" +
+                                     std::to_string(meta["steps"].get<int64_t>()) + ".json";
   write_file_atomic((fs::path(out) / name).string(), meta.dump(2) + "\n");
   std::cerr << "diffuse: wrote " << out << "/" << name << "\n";
   return 0;
@@ -320,7 +321,9 @@ Command eval_fd_command() {
       {"classifier", "", "classifier folder (default " + default_classifier_dir() + ")"},
       {"data", "fashion-mnist", "reference dataset (its test split)"},
       {"is-splits", "10", "IS-FMNIST is averaged over this many splits of the samples"},
-      {"out", "", "folder for fd_SAMPLER-STEPS.json (fd_samples.json with --samples) (default: RUN/eval for a run folder, else the current one)"},
+      {"out", "",
+       "folder for fd_SAMPLER-STEPS.json (fd_samples.json with --samples) (default: RUN/eval for a "
+       "run folder, else the current one)"},
   };
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_fd;

@@ -3,13 +3,22 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <fstream>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "diffuse/core/error.h"
 
 namespace diffuse::testing {
+
+// A JSON file of tests/data, parsed.
+inline nlohmann::json load_json(const std::string& name) {
+  std::ifstream f(std::string(DIFFUSE_TEST_DATA) + "/" + name);
+  EXPECT_TRUE(f.good()) << DIFFUSE_TEST_DATA << "/" << name << ": cannot open";
+  return nlohmann::json::parse(f);
+}
 
 // The message of the diffuse::Error that f throws ("" when it throws none).
 template <typename F>

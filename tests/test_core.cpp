@@ -29,7 +29,9 @@ TEST(Progress, DurationFormat) {
 }
 
 namespace {
-int count_lines(const std::string& s) { return static_cast<int>(std::count(s.begin(), s.end(), '\n')); }
+int count_lines(const std::string& s) {
+  return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
+}
 }  // namespace
 
 // Under ctest stderr is not a terminal, so the bar writes whole log lines: the final state once.

@@ -19,12 +19,6 @@ using namespace diffuse::testing;
 
 namespace {
 
-nlohmann::json load_json(const std::string& name) {
-  std::ifstream f(std::string(DIFFUSE_TEST_DATA) + "/" + name);
-  EXPECT_TRUE(f.good()) << name;
-  return nlohmann::json::parse(f);
-}
-
 torch::Tensor f64(std::initializer_list<double> v) {
   return torch::tensor(std::vector<double>(v), torch::kFloat64);
 }

@@ -22,12 +22,6 @@ using namespace diffuse::testing;
 
 namespace {
 
-nlohmann::json load_json(const std::string& name) {
-  std::ifstream f(std::string(DIFFUSE_TEST_DATA) + "/" + name);
-  EXPECT_TRUE(f.good()) << name;
-  return nlohmann::json::parse(f);
-}
-
 double max_abs(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>();
 }

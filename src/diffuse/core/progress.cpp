@@ -54,7 +54,8 @@ void ProgressBar::draw(bool force) {
   const double elapsed = std::chrono::duration<double>(now - start_).count();
   const double rate = elapsed > 0 ? (done_ - base_) / elapsed : 0.0;
   double eta = rate > 0 ? (total_ - done_) / rate : -1.0;
-  if (time_limit_ > 0) eta = std::max(0.0, eta < 0 ? time_limit_ - elapsed : std::min(eta, time_limit_ - elapsed));
+  if (time_limit_ > 0)
+    eta = std::max(0.0, eta < 0 ? time_limit_ - elapsed : std::min(eta, time_limit_ - elapsed));
   const int width = 24;
   const double frac = total_ > 0 ? std::min(1.0, static_cast<double>(done_) / total_) : 1.0;
   const int filled = static_cast<int>(frac * width);
