@@ -167,8 +167,8 @@ int run_fd(const Args& a) {
   } else {
     spec = a.str("model");
     auto lm = load_model(spec, device, !a.flag("no-ema"));
-    const auto so =
-        sampler_options(lm.process, a.str("sampler"), a.integer("steps"), a.number("eta"));
+    const auto so = sampler_options(lm.process, a.str("sampler"), a.integer("steps"),
+                                    a.number("eta"), "", a.flag("clip-x0"));
     GenerateOptions g;
     g.n = a.integer("n");
     g.batch = a.integer("batch");
@@ -189,6 +189,7 @@ int run_fd(const Args& a) {
     meta["sampler"] = so.kind;
     meta["steps"] = so.steps;
     meta["eta"] = so.eta;
+    meta["clip_x0"] = so.clip_x0;
     meta["seed"] = g.seed;
     meta["ema"] = !a.flag("no-ema");
   }
@@ -222,10 +223,10 @@ int run_fd(const Args& a) {
   const auto out = out_dir_for(a, spec);
   fs::create_directories(out);
   // One file per sampler setting, so a run's eval folder collects a comparison of samplers.
-  const std::string name = spec.empty()
-                               ? "fd_samples.json"
-                               : "fd_" + meta["sampler"].get<std::string>() + "-" +
-                                     std::to_string(meta["steps"].get<int64_t>()) + ".json";
+  const std::string name = spec.empty() ? "fd_samples.json"
+                                        : "fd_" + meta["sampler"].get<std::string>() + "-" +
+                                              std::to_string(meta["steps"].get<int64_t>()) +
+                                              (a.flag("clip-x0") ? "-clip" : "") + ".json";
   write_file_atomic((fs::path(out) / name).string(), meta.dump(2) + "\n");
   std::cerr << "diffuse: wrote " << out << "/" << name << "\n";
   return 0;
@@ -254,9 +255,9 @@ Command eval_nll_command() {
       {"n", "1000", "images to evaluate (0: the whole split)"},
       {"batch", "100", "images per batch"},
       {"terms", "0", "timesteps evaluated (0: all T, the exact bound)"},
-      {"clip-x0", "", "clamp the predicted x_0 to [-1, 1] in each term", true},
+      clip_x0_option(),
       {"seed", "0", "seed of the forward-process noise"},
-      {"no-ema", "", "the raw weights instead of the EMA ones", true},
+      no_ema_option(),
       {"out", "", "folder for nll.json, nll_terms.csv, nll_terms.png"},
   };
   for (auto& o : device_options()) c.options.push_back(o);
@@ -313,16 +314,18 @@ Command eval_fd_command() {
       {"sampler", "ddim", "ddpm | ddim | dpm++2m"},
       {"steps", "50", "sampler steps"},
       {"eta", "0", "DDIM eta (0: deterministic)"},
+      clip_x0_option(),
       {"seed", "0", "seed of the sampler noise"},
       {"batch", "250", "samples per batch"},
-      {"no-ema", "", "the raw weights instead of the EMA ones", true},
+      no_ema_option(),
       {"no-bf16", "", "no bf16 autocast when sampling on CUDA", true},
       {"save-samples", "", "also write the generated samples to this .npy file"},
       {"classifier", "", "classifier folder (default " + default_classifier_dir() + ")"},
       {"data", "fashion-mnist", "reference dataset (its test split)"},
       {"is-splits", "10", "IS-FMNIST is averaged over this many splits of the samples"},
       {"out", "",
-       "folder for fd_SAMPLER-STEPS.json (fd_samples.json with --samples) (default: RUN/eval for a "
+       "folder for fd_SAMPLER-STEPS[-clip].json (fd_samples.json with --samples) (default: "
+       "RUN/eval for a "
        "run folder, else the current one)"},
   };
   for (auto& o : device_options()) c.options.push_back(o);

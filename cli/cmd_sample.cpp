@@ -33,7 +33,7 @@ std::vector<Option> model_options() {
   return {{"model", "",
            "a diffuse run folder or checkpoint, or a diffusers UNet2DModel/pipeline folder", false,
            true},
-          {"raw-weights", "", "use the raw weights of a run instead of the EMA weights", true},
+          no_ema_option(),
           {"no-bf16", "", "no bf16 autocast on CUDA", true}};
 }
 
@@ -75,7 +75,7 @@ torch::Tensor load_latent(const std::string& path, const UNetConfig& cfg) {
 
 int run_sample(const Args& a) {
   const auto device = setup_device(a);
-  auto lm = load_model(a.str("model"), device, !a.flag("raw-weights"));
+  auto lm = load_model(a.str("model"), device, !a.flag("no-ema"));
   const auto kind = a.str("sampler");
   const auto sopts = sampler_from_args(a, lm.process, kind);
   GenerateOptions g;
@@ -158,7 +158,7 @@ int run_sample(const Args& a) {
 
 int run_encode(const Args& a) {
   const auto device = setup_device(a);
-  auto lm = load_model(a.str("model"), device, !a.flag("raw-weights"));
+  auto lm = load_model(a.str("model"), device, !a.flag("no-ema"));
   auto x0 = load_images_arg(a.str("images"), lm.model->config());
   const auto diffusion = lm.process.make_diffusion();
   auto sopts = sampler_from_args(a, lm.process, "ddim");
@@ -194,7 +194,7 @@ int run_encode(const Args& a) {
 
 int run_interpolate(const Args& a) {
   const auto device = setup_device(a);
-  auto lm = load_model(a.str("model"), device, !a.flag("raw-weights"));
+  auto lm = load_model(a.str("model"), device, !a.flag("no-ema"));
   const auto& cfg = lm.model->config();
   auto za = load_latent(a.str("from"), cfg), zb = load_latent(a.str("to"), cfg);
   check(za.sizes() == zb.sizes(), "--from and --to latents differ in shape: ", za.sizes(), " vs ",
@@ -243,7 +243,7 @@ Command sample_command() {
            {"out-dir", "", "also write each image as a PNG into this folder"},
            {"save-npy", "", "also write the raw float32 samples in [-1, 1] (before quantisation)"},
            {"init-noise", "", "x_T from this .npy (N, C, H, W) instead of the seed"},
-           {"clip-x0", "", "clamp the predicted x_0 to [-1, 1] at each step", true},
+           clip_x0_option(),
            {"trajectory", "", "also write a strip of x_t and predicted x_0 over the steps (PNG)"},
            {"trajectory-frames", "10", "columns in the trajectory strip"}})
     c.options.push_back(o);
@@ -269,7 +269,7 @@ Command encode_command() {
            {"batch", "64", "images per network call"},
            {"out", "latents.npy", "where to write the latents"},
            {"recon", "", "also write a PNG strip of inputs and reconstructions"},
-           {"clip-x0", "", "clamp the predicted x_0 to [-1, 1]", true}})
+           clip_x0_option()})
     c.options.push_back(o);
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_encode;
@@ -290,7 +290,7 @@ Command interpolate_command() {
            {"spacing", "", "timestep spacing (default leading)"},
            {"out", "interpolation.png", "PNG strip to write"},
            {"save-npy", "", "also write the decoded frames as .npy"},
-           {"clip-x0", "", "clamp the predicted x_0 to [-1, 1]", true}})
+           clip_x0_option()})
     c.options.push_back(o);
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_interpolate;

@@ -111,6 +111,14 @@ std::string help_text(const Command& cmd) {
   return os.str();
 }
 
+Option no_ema_option() {
+  return {"no-ema", "", "a run's raw weights instead of its EMA weights", true};
+}
+
+Option clip_x0_option() {
+  return {"clip-x0", "", "clamp the model's predicted x_0 to [-1, 1] wherever it is used", true};
+}
+
 std::vector<Option> device_options() {
   return {{"device", "auto", "auto, cpu, cuda or cuda:N"},
           {"threads", "0", "CPU threads (0 = all cores)"}};

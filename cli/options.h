@@ -51,6 +51,10 @@ std::string help_text(const Command& cmd);
 // The options every command that loads a model or runs on a device shares, and what they set up:
 // the device, thread count, TF32 and cuDNN benchmark mode.
 std::vector<Option> device_options();
+// --no-ema: every command that loads a run's weights takes the EMA ones unless told otherwise.
+Option no_ema_option();
+// --clip-x0: every sampling command can clamp the predicted x_0 to the data range.
+Option clip_x0_option();
 torch::Device setup_device(const Args& args);
 
 }  // namespace diffuse::cli
