@@ -5,8 +5,20 @@
 #include "commands.h"
 #include "diffuse/core/compat.h"
 #include "diffuse/models/presets.h"
+#include "diffuse/models/unet.h"
+#include "diffuse/models/weights.h"
 
 namespace diffuse::cli {
+
+namespace {
+
+std::string with_commas(int64_t n) {
+  auto s = std::to_string(n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(static_cast<size_t>(i), ",");
+  return s;
+}
+
+}  // namespace
 
 Command info_command() {
   Command c;
@@ -32,7 +44,9 @@ Command info_command() {
               << "CPU cores: " << std::thread::hardware_concurrency() << "\n"
               << "model presets:\n";
     for (const auto& [name, what] : preset_names())
-      std::cout << "  " << name << ": " << what << "\n";
+      std::cout << "  " << name << " ("
+                << with_commas(count_parameters(*UNet2DModel(preset_config(name))))
+                << " parameters): " << what << "\n";
     return a.flag("require-cuda") && !cuda ? 1 : 0;
   };
   return c;

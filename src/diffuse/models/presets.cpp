@@ -69,8 +69,7 @@ struct Preset {
 };
 
 const Preset kPresets[] = {
-    {"ddpm-cifar10", "DDPM's CIFAR-10 U-Net (google/ddpm-cifar10-32): 32x32x3, 35.7M parameters",
-     ddpm_cifar10},
+    {"ddpm-cifar10", "DDPM's CIFAR-10 U-Net (google/ddpm-cifar10-32), 32x32x3", ddpm_cifar10},
     {"fmnist-small", "a small 32x32x1 U-Net that trains on a CPU in minutes", fmnist_small},
     {"fmnist-cifar10size", "ddpm-cifar10's architecture with one channel (Fashion-MNIST on a GPU)",
      fmnist_cifar10size},
