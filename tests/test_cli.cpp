@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "diffuse/core/filesystem.h"
+#include "diffuse/data/dataset.h"
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/image.h"
 #include "diffuse/io/npy.h"
@@ -127,6 +128,43 @@ TEST_F(Cli, BadInputGivesClearErrors) {
   r = run("train --data idx:" + root_ + "/missing-idx3-ubyte --out " + root_ + "/run --device cpu");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("missing-idx3-ubyte"), std::string::npos) << r.output;
+}
+
+// eval fd end to end with a quickly trained classifier: the scores and reference points are
+// printed, and each setting lands in its own JSON file (fd_samples.json for an .npy of samples).
+TEST_F(Cli, EvalFdScoresSampleFilesIntoTheirOwnFile) {
+  const auto clf = root_ + "/classifier";
+  auto r = run("eval train-classifier --out " + clf + " --epochs 1 --device cpu");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("test accuracy"), std::string::npos) << r.output;
+  // Real training images stored as a model's samples are: float in [-1, 1], padded to 32x32.
+  auto train = load_dataset("fashion-mnist", "train", 0);
+  auto samples = torch::constant_pad_nd(
+      train.images.slice(0, 20000, 20500).to(torch::kFloat32) / 127.5 - 1.0, {2, 2, 2, 2}, -1.0);
+  save_npy(root_ + "/real.npy", samples);
+  save_npy(root_ + "/noise.npy", torch::rand({500, 1, 28, 28}) * 2 - 1);
+  for (const auto* name : {"real", "noise"}) {
+    const auto out = root_ + "/eval_" + name;
+    r = run("eval fd --samples " + root_ + "/" + name + ".npy --classifier " + clf + " --out " +
+            out + " --device cpu");
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("FD-FMNIST: "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("train vs test (the floor)"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("not FID"), std::string::npos) << r.output;
+    ASSERT_TRUE(fs::exists(out + "/fd_samples.json")) << r.output;
+  }
+  auto real = nlohmann::json::parse(read_file(root_ + "/eval_real/fd_samples.json"));
+  auto noise = nlohmann::json::parse(read_file(root_ + "/eval_noise/fd_samples.json"));
+  EXPECT_EQ(real["n"], 500);
+  // Real images sit far closer to the test set than uniform noise does, and below the blur point.
+  const double fd_real = real["fd_fmnist"], fd_noise = noise["fd_fmnist"];
+  EXPECT_LT(fd_real * 5, fd_noise) << fd_real << " vs " << fd_noise;
+  EXPECT_LT(fd_real, real["reference"]["fd_fmnist_blur_vs_test"].get<double>());
+  EXPECT_GT(real["is_fmnist"].get<double>(), noise["is_fmnist"].get<double>());
+
+  r = run("eval fd --samples " + root_ + "/absent.npy --classifier " + clf + " --device cpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("absent.npy"), std::string::npos) << r.output;
 }
 
 TEST_F(Cli, HelpDocumentsEveryCommand) {

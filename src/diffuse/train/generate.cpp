@@ -28,6 +28,16 @@ SamplerOptions sampler_options(const ProcessConfig& process, const std::string& 
   return o;
 }
 
+Denoiser graphed_unet_denoiser(UNet2DModel model, std::vector<int64_t> x_shape, bool bf16) {
+  auto graphed = std::make_shared<GraphedForward>(std::move(model), std::move(x_shape), bf16);
+  return [graphed](const torch::Tensor& x, int64_t t) {
+    auto tt =
+        torch::full({x.size(0)}, t, torch::TensorOptions().dtype(torch::kLong).device(x.device()));
+    // The graph's output buffer is reused by the next replay: samplers may keep it.
+    return (*graphed)(x, tt).clone();
+  };
+}
+
 torch::Tensor generate(UNet2DModel& model, const ProcessConfig& process,
                        const SamplerOptions& sampler_opts, const GenerateOptions& o,
                        const torch::Device& device) {
@@ -45,17 +55,10 @@ torch::Tensor generate(UNet2DModel& model, const ProcessConfig& process,
   const auto diffusion = process.make_diffusion();
   make_sampler(sampler_opts, diffusion.schedule());  // rejects bad options before any work
   model->eval();
-  Denoiser denoise = unet_denoiser(model, o.bf16);
-  if (o.cuda_graph && device.is_cuda()) {
-    auto graphed = std::make_shared<GraphedForward>(
-        model, std::vector<int64_t>{std::min(o.batch, o.n), C, S, S}, o.bf16);
-    denoise = [graphed](const torch::Tensor& x, int64_t t) {
-      auto tt = torch::full({x.size(0)}, t,
-                            torch::TensorOptions().dtype(torch::kLong).device(x.device()));
-      // The graph's output buffer is reused by the next replay: samplers may keep it.
-      return (*graphed)(x, tt).clone();
-    };
-  }
+  Denoiser denoise = o.denoiser ? o.denoiser
+                     : o.cuda_graph && device.is_cuda()
+                         ? graphed_unet_denoiser(model, {std::min(o.batch, o.n), C, S, S}, o.bf16)
+                         : unet_denoiser(model, o.bf16);
   NoiseSource noise(o.seed);
   std::vector<torch::Tensor> out;
   for (int64_t start = 0; start < o.n; start += o.batch) {

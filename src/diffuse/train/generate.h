@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <string>
+#include <vector>
 
 #include "diffuse/models/unet.h"
 #include "diffuse/samplers/sample_loop.h"
@@ -14,6 +15,10 @@ namespace diffuse {
 
 // The network output as float32, under bf16 autocast when asked and on CUDA.
 Denoiser unet_denoiser(UNet2DModel model, bool bf16);
+
+// The forward replayed from a CUDA graph captured for inputs of x_shape (CUDA only; other shapes
+// run eagerly). Capturing costs several forwards: build it once and reuse it across calls.
+Denoiser graphed_unet_denoiser(UNet2DModel model, std::vector<int64_t> x_shape, bool bf16);
 
 // Sampler options carrying the process's prediction and variance types.
 SamplerOptions sampler_options(const ProcessConfig& process, const std::string& kind, int64_t steps,
@@ -28,6 +33,7 @@ struct GenerateOptions {
   bool progress = true;
   torch::Tensor init_noise;  // (n, C, H, W) x_T; undefined: drawn from the seed
   bool cuda_graph = false;   // replay the forward from a CUDA graph (full batches, CUDA only)
+  Denoiser denoiser;         // if set, used instead of the model's own forward (a captured graph)
 };
 
 // -> (n, C, H, W) float32 in roughly [-1, 1] on the CPU. Batch k draws its x_T and step noise from
