@@ -161,6 +161,8 @@ int run_fd(const Args& a) {
   torch::Tensor images;
   nlohmann::json meta = {{"metric", "fd-fmnist"}, {"data", data}, {"classifier", classifier_dir}};
   std::string spec;
+  // One file per sampler setting, so a run's eval folder collects a comparison of samplers.
+  std::string name = "fd_samples.json";
   if (a.has("samples")) {
     images = load_sample_images(a.str("samples"), data_size);
     meta["samples"] = a.str("samples");
@@ -190,6 +192,7 @@ int run_fd(const Args& a) {
     meta["steps"] = so.steps;
     meta["eta"] = so.eta;
     meta["clip_x0"] = so.clip_x0;
+    name = "fd_" + so.kind + "-" + std::to_string(so.steps) + (so.clip_x0 ? "-clip" : "") + ".json";
     meta["seed"] = g.seed;
     meta["ema"] = !a.flag("no-ema");
   }
@@ -222,11 +225,6 @@ int run_fd(const Args& a) {
                        {"n", ref.n_test}};
   const auto out = out_dir_for(a, spec);
   fs::create_directories(out);
-  // One file per sampler setting, so a run's eval folder collects a comparison of samplers.
-  const std::string name = spec.empty() ? "fd_samples.json"
-                                        : "fd_" + meta["sampler"].get<std::string>() + "-" +
-                                              std::to_string(meta["steps"].get<int64_t>()) +
-                                              (a.flag("clip-x0") ? "-clip" : "") + ".json";
   write_file_atomic((fs::path(out) / name).string(), meta.dump(2) + "\n");
   std::cerr << "diffuse: wrote " << out << "/" << name << "\n";
   return 0;
@@ -324,9 +322,8 @@ Command eval_fd_command() {
       {"data", "fashion-mnist", "reference dataset (its test split)"},
       {"is-splits", "10", "IS-FMNIST is averaged over this many splits of the samples"},
       {"out", "",
-       "folder for fd_SAMPLER-STEPS[-clip].json (fd_samples.json with --samples) (default: "
-       "RUN/eval for a "
-       "run folder, else the current one)"},
+       "folder for fd_SAMPLER-STEPS[-clip].json (fd_samples.json with --samples); default: "
+       "RUN/eval for a run folder, else the current one"},
   };
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_fd;
