@@ -47,7 +47,8 @@ int run_bench(const Args& a) {
   const int64_t B = a.integer("batch"), warmup = a.integer("warmup"),
                 repeats = a.integer("repeats");
   check(B >= 1 && repeats >= 1 && warmup >= 0, "--batch and --repeats must be >= 1, --warmup >= 0");
-  const bool bf16 = device.is_cuda() && !a.flag("no-bf16");
+  const auto precision = precision_of(a, device);
+  const bool bf16 = autocast_bf16(precision);
   const bool graph = a.flag("cuda-graph");
   auto cfg = model_config_from_spec(spec);
   Figures fig;
@@ -60,7 +61,7 @@ int run_bench(const Args& a) {
     tc.batch = B;
     tc.device = a.str("device");
     tc.threads = a.integer("threads");
-    tc.bf16 = bf16;
+    tc.precision = a.str("precision");
     tc.out = "/tmp/diffuse-bench-run";
     tc.ckpt_every = tc.sample_every = 0;
     Trainer trainer(tc);
@@ -114,7 +115,7 @@ int run_bench(const Args& a) {
                       {"batch", B},
                       {"device", device.str()},
                       {"threads", torch::get_num_threads()},
-                      {"autocast", bf16 ? "bf16" : "off"},
+                      {"precision", precision_name(precision)},
                       {"cuda_graph", graph && device.is_cuda()},
                       {"median_ms", ms},
                       {"images_per_s", ips},
@@ -157,7 +158,6 @@ Command bench_command() {
                {"steps", "50", "sample: network evaluations"},
                {"warmup", "3", "untimed runs first"},
                {"repeats", "10", "timed runs (the median is reported)"},
-               {"no-bf16", "", "float32 (TF32) instead of bf16 autocast on CUDA", true},
                {"cuda-graph", "", "replay the forward from a CUDA graph (forward, sample)", true},
                {"json", "", "one JSON object per line", true}};
   for (auto& o : device_options()) c.options.push_back(o);

@@ -71,7 +71,8 @@ int run_nll(const Args& a) {
             << a.str("split") << " images of " << a.str("data")
             << (pad > 0 ? " (padded by " + std::to_string(pad) + " px as in training)" : "")
             << ", bound in float64\n";
-  auto r = evaluate_nll(diffusion, unet_model_fn(lm.model), images, pad, o);
+  auto r = evaluate_nll(diffusion, unet_model_fn(lm.model, autocast_bf16(precision_of(a, device))),
+                        images, pad, o);
   std::cout << nll_summary_line(r) << "\n";
   if (r.estimate)
     std::cout << "(an estimate: " << r.timesteps.size() << " of " << r.num_timesteps
@@ -175,7 +176,7 @@ int run_fd(const Args& a) {
     g.n = a.integer("n");
     g.batch = a.integer("batch");
     g.seed = static_cast<uint64_t>(a.integer("seed"));
-    g.bf16 = !a.flag("no-bf16");
+    g.bf16 = autocast_bf16(precision_of(a, device));
     check(g.n >= 2, "--n must be >= 2, got ", g.n);
     check(g.batch >= 1, "--batch must be >= 1, got ", g.batch);
     std::cerr << "diffuse: sampling " << g.n << " images from " << lm.description << " (" << so.kind
@@ -316,7 +317,6 @@ Command eval_fd_command() {
       {"seed", "0", "seed of the sampler noise"},
       {"batch", "250", "samples per batch"},
       no_ema_option(),
-      {"no-bf16", "", "no bf16 autocast when sampling on CUDA", true},
       {"save-samples", "", "also write the generated samples to this .npy file"},
       {"classifier", "", "classifier folder (default " + default_classifier_dir() + ")"},
       {"data", "fashion-mnist", "reference dataset (its test split)"},

@@ -33,8 +33,7 @@ std::vector<Option> model_options() {
   return {{"model", "",
            "a diffuse run folder or checkpoint, or a diffusers UNet2DModel/pipeline folder", false,
            true},
-          no_ema_option(),
-          {"no-bf16", "", "no bf16 autocast on CUDA", true}};
+          no_ema_option()};
 }
 
 SamplerOptions sampler_from_args(const Args& a, const ProcessConfig& process,
@@ -82,7 +81,7 @@ int run_sample(const Args& a) {
   g.n = a.integer("n");
   g.batch = a.integer("batch");
   g.seed = static_cast<uint64_t>(a.integer("seed"));
-  g.bf16 = !a.flag("no-bf16");
+  g.bf16 = autocast_bf16(precision_of(a, device));
   if (a.has("init-noise")) {
     g.init_noise = load_npy(a.str("init-noise")).to(torch::kFloat32);
     if (g.init_noise.dim() == 3) g.init_noise = g.init_noise.unsqueeze(0);
@@ -163,7 +162,7 @@ int run_encode(const Args& a) {
   const auto diffusion = lm.process.make_diffusion();
   auto sopts = sampler_from_args(a, lm.process, "ddim");
   sopts.eta = 0;
-  auto denoise = unet_denoiser(lm.model, !a.flag("no-bf16"));
+  auto denoise = unet_denoiser(lm.model, autocast_bf16(precision_of(a, device)));
   const int64_t B = a.integer("batch");
   std::vector<torch::Tensor> zs, recon;
   for (int64_t s = 0; s < x0.size(0); s += B) {
@@ -207,9 +206,9 @@ int run_interpolate(const Args& a) {
   sopts.eta = 0;
   SampleCallbacks cb;
   cb.label = "interpolate";
-  auto imgs =
-      decode(unet_denoiser(lm.model, !a.flag("no-bf16")), diffusion.schedule(), sopts, zs, cb)
-          .to(torch::kCPU);
+  auto imgs = decode(unet_denoiser(lm.model, autocast_bf16(precision_of(a, device))),
+                     diffusion.schedule(), sopts, zs, cb)
+                  .to(torch::kCPU);
   save_strip_png(a.str("out"), {imgs});
   std::cout << "wrote " << a.str("out") << " (" << frames << " frames)\n";
   if (a.has("save-npy")) save_npy(a.str("save-npy"), imgs);

@@ -27,13 +27,13 @@ std::string presets_list() {
 // Options that may change when a run is resumed; everything else comes from its config.json.
 const std::vector<std::string> kResumable = {"steps",        "time-limit", "log-every",
                                              "sample-every", "ckpt-every", "keep",
-                                             "device",       "threads",    "bf16"};
+                                             "device",       "threads",    "precision"};
 
 void apply(TrainConfig& c, const Args& a, bool only_given) {
   auto want = [&](const std::string& n) { return a.has(n) && (!only_given || a.given(n)); };
   if (want("data")) c.data = a.str("data");
   if (want("image-size")) c.image_size = a.integer("image-size");
-  if (want("no-flip") && a.flag("no-flip")) c.flip = false;
+  if (want("flip") && a.flag("flip")) c.flip = true;
   if (want("model")) c.model = a.str("model");
   if (want("prediction")) c.prediction = a.str("prediction");
   if (want("variance")) c.variance = a.str("variance");
@@ -60,7 +60,7 @@ void apply(TrainConfig& c, const Args& a, bool only_given) {
   if (want("sample-n")) c.sample_n = a.integer("sample-n");
   if (want("sample-steps")) c.sample_steps = a.integer("sample-steps");
   if (want("device")) c.device = a.str("device");
-  if (want("no-bf16") && a.flag("no-bf16")) c.bf16 = false;
+  if (want("precision")) c.precision = a.str("precision");
   if (want("threads")) c.threads = a.integer("threads");
 }
 
@@ -69,12 +69,10 @@ int run_train(const Args& a) {
     for (const auto& [name, given] : std::map<std::string, std::string>(a.values()))
       if (a.given(name) && name != "resume")
         check(
-            std::find(kResumable.begin(), kResumable.end(), name) != kResumable.end() ||
-                (name == "no-bf16"),
-            "--", name,
+            std::find(kResumable.begin(), kResumable.end(), name) != kResumable.end(), "--", name,
             " cannot change when resuming (it is fixed by the run's config.json); "
             "resumable: --steps, --time-limit, --log-every, --sample-every, --ckpt-every, --keep, "
-            "--device, --threads, --no-bf16");
+            "--device, --threads, --precision");
     auto trainer = Trainer::resume(a.str("resume"), [&](TrainConfig& c) { apply(c, a, true); });
     trainer->run();
     return 0;
@@ -113,7 +111,8 @@ Command train_command() {
       {"resume", "", "continue the run in this folder from its newest checkpoint"},
       {"model", d.model, "model preset (" + presets_list() + ") or a diffusers config.json"},
       {"image-size", text(d.image_size), "training resolution (0 = the model's sample_size)"},
-      {"no-flip", "", "no random horizontal flips", true},
+      {"flip", "", "random horizontal flips (off by default: they harm data with a handedness)",
+       true},
       {"prediction", d.prediction, "what the network predicts: epsilon | x0 | v"},
       {"variance", d.variance, "reverse variance: fixed-small | fixed-large | learned-range"},
       {"loss", d.loss, "simple (L_simple) | hybrid (L_simple + 0.001 L_vlb, needs learned-range)"},
@@ -138,7 +137,6 @@ Command train_command() {
       {"keep", text(d.keep), "checkpoints to keep"},
       {"sample-n", text(d.sample_n), "images in each preview grid"},
       {"sample-steps", text(d.sample_steps), "DDIM steps for preview grids"},
-      {"no-bf16", "", "no bf16 autocast on CUDA", true},
   };
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_train;

@@ -120,8 +120,13 @@ Option clip_x0_option() {
 }
 
 std::vector<Option> device_options() {
-  return {{"device", "auto", "auto, cpu, cuda or cuda:N"},
-          {"threads", "0", "CPU threads (0 = all cores)"}};
+  return {
+      {"device", "auto", "auto, cpu, cuda or cuda:N"},
+      {"threads", "0", "CPU threads (0 = all cores)"},
+      {"precision", "auto",
+       std::string(kPrecisionChoices) +
+           ": how networks compute on CUDA (auto: bf16 autocast; fp32: float32 with TF32 off, "
+           "to match a float64 reference; tf32: TF32 matmuls/convs); the CPU computes in fp32"}};
 }
 
 }  // namespace diffuse::cli
@@ -130,11 +135,15 @@ namespace diffuse::cli {
 
 torch::Device setup_device(const Args& args) {
   auto device = parse_device(args.str("device"));
-  configure_runtime(device);
+  configure_runtime(device, precision_of(args, device));
   const auto threads = args.integer("threads");
   check(threads >= 0, "--threads must be >= 0, got ", threads);
   if (threads > 0) torch::set_num_threads(static_cast<int>(threads));
   return device;
+}
+
+Precision precision_of(const Args& args, const torch::Device& device) {
+  return parse_precision(args.str("precision"), device);
 }
 
 }  // namespace diffuse::cli

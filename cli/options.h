@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "diffuse/core/device.h"
+
 namespace diffuse::cli {
 
 struct Option {
@@ -49,12 +51,14 @@ Args parse_args(const Command& cmd, const std::vector<std::string>& argv);
 std::string help_text(const Command& cmd);
 
 // The options every command that loads a model or runs on a device shares, and what they set up:
-// the device, thread count, TF32 and cuDNN benchmark mode.
+// the device, thread count, precision (TF32 on or off) and cuDNN benchmark mode.
 std::vector<Option> device_options();
 // --no-ema: every command that loads a run's weights takes the EMA ones unless told otherwise.
 Option no_ema_option();
 // --clip-x0: every sampling command can clamp the predicted x_0 to the data range.
 Option clip_x0_option();
 torch::Device setup_device(const Args& args);
+// --precision resolved for the device (setup_device has already applied its TF32 setting).
+Precision precision_of(const Args& args, const torch::Device& device);
 
 }  // namespace diffuse::cli

@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "diffuse/core/compat.h"
+#include "diffuse/core/device.h"
 #include "diffuse/core/error.h"
 #include "diffuse/core/progress.h"
 
@@ -78,4 +79,31 @@ TEST(Compat, AttentionMatchesSoftmaxFormula) {
   auto v = torch::randn({2, 3, 5, 4}, torch::kFloat64);
   auto ref = torch::matmul(torch::softmax(torch::matmul(q, k.transpose(-1, -2)) / 2.0, -1), v);
   EXPECT_TRUE(torch::allclose(attention(q, k, v), ref, 1e-10, 1e-12));
+}
+
+TEST(Precision, ResolvesPerDeviceAndNamesTheOption) {
+  using diffuse::Precision;
+  const torch::Device cpu("cpu");
+  EXPECT_EQ(diffuse::parse_precision("auto", cpu), Precision::FP32);
+  EXPECT_EQ(diffuse::parse_precision("fp32", cpu), Precision::FP32);
+  EXPECT_EQ(diffuse::parse_precision("tf32", cpu), Precision::FP32);  // no TF32 on a CPU
+  EXPECT_EQ(std::string(diffuse::precision_name(Precision::BF16)), "bf16");
+  for (const char* bad : {"bf16", "fp16", ""}) {
+    try {
+      diffuse::parse_precision(bad, cpu);
+      FAIL() << "'" << bad << "' accepted on the CPU";
+    } catch (const diffuse::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("--precision"), std::string::npos) << e.what();
+    }
+  }
+  if (torch::cuda::is_available()) {
+    const torch::Device cuda("cuda");
+    EXPECT_EQ(diffuse::parse_precision("auto", cuda), Precision::BF16);
+    EXPECT_EQ(diffuse::parse_precision("tf32", cuda), Precision::TF32);
+    diffuse::configure_runtime(cuda, Precision::FP32);
+    EXPECT_FALSE(at::globalContext().allowTF32CuBLAS());
+    diffuse::configure_runtime(cuda, Precision::TF32);
+    EXPECT_TRUE(at::globalContext().allowTF32CuBLAS());
+    diffuse::configure_runtime(cuda, Precision::FP32);
+  }
 }

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "diffuse/core/compat.h"
+#include "diffuse/core/device.h"
 #include "diffuse/core/error.h"
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/safetensors.h"
@@ -110,6 +111,33 @@ TEST(UNetGolden, MatchesDiffusersInFloat64AndFloat32) {
   auto out32 = model->forward(x.to(torch::kFloat32), t);
   EXPECT_EQ(out32.scalar_type(), torch::kFloat32);
   EXPECT_LT(rel_err(out32, ref), 1e-4);
+}
+
+// --precision fp32 on a GPU must match the float64 reference as float32 does on the CPU (TF32,
+// the old unconditional default, missed it by ~4e-2 on random networks); bf16 stays near it.
+TEST(UNetGolden, PrecisionOnCudaFp32MatchesFloat64AndBf16IsClose) {
+  if (!torch::cuda::is_available())
+    GTEST_SKIP() << "no CUDA device: the GPU precision check needs one";
+  auto j = read_json(kData + "/unet_tiny.json");
+  auto model = golden_model();
+  const torch::Device cuda("cuda");
+  model->to(cuda);
+  auto x = tensor_from(j.at("x"), j.at("x_shape")).to(torch::kFloat32).to(cuda);
+  auto t = torch::tensor(j.at("timesteps").get<std::vector<int64_t>>(), torch::kInt64).to(cuda);
+  auto ref = tensor_from(j.at("output_from_f32_weights"), j.at("x_shape"));
+  torch::NoGradGuard no_grad;
+  diffuse::configure_runtime(cuda, diffuse::Precision::FP32);
+  auto fp32 = model->forward(x, t).cpu().to(torch::kFloat64);
+  EXPECT_LT(rel_err(fp32, ref), 1e-4);
+  diffuse::configure_runtime(cuda, diffuse::Precision::BF16);
+  torch::Tensor bf16;
+  {
+    diffuse::AutocastGuard autocast(true);
+    bf16 = model->forward(x, t).to(torch::kFloat32).cpu().to(torch::kFloat64);
+  }
+  EXPECT_LT(rel_err(bf16, ref), 0.1);
+  EXPECT_GT(rel_err(bf16, ref), rel_err(fp32, ref));
+  diffuse::configure_runtime(torch::Device("cpu"), diffuse::Precision::FP32);
 }
 
 TEST(UNetGolden, DiffusersSavePretrainedDirectory) {

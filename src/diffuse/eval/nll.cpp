@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <sstream>
 
+#include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
 #include "diffuse/core/progress.h"
 #include "diffuse/data/dataset.h"
@@ -76,10 +77,11 @@ NllResult evaluate_nll(const GaussianDiffusion& diffusion, const ModelFn& model,
   return r;
 }
 
-ModelFn unet_model_fn(UNet2DModel model) {
-  return [model](const torch::Tensor& x_t, const torch::Tensor& t) mutable {
+ModelFn unet_model_fn(UNet2DModel model, bool bf16) {
+  return [model, bf16](const torch::Tensor& x_t, const torch::Tensor& t) mutable {
     c10::InferenceMode inference;
     const auto dtype = model->parameters().front().scalar_type();
+    AutocastGuard autocast(bf16 && x_t.is_cuda());
     return model->forward(x_t.to(dtype), t).to(torch::kFloat64);
   };
 }

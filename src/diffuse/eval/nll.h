@@ -46,7 +46,7 @@ NllResult evaluate_nll(const GaussianDiffusion& diffusion, const ModelFn& model,
 
 // The network as a ModelFn for calc_bpd_loop: inputs cast to its parameters' dtype, outputs back
 // to float64, under inference mode.
-ModelFn unet_model_fn(UNet2DModel model);
+ModelFn unet_model_fn(UNet2DModel model, bool bf16 = false);
 
 // Evaluation images for a model of side sample_size: the split at its own size when that is
 // no larger (pad_out then says how much to pad each side), else resized to sample_size.

@@ -1,5 +1,6 @@
 #include "diffuse/train/config.h"
 
+#include "diffuse/core/device.h"
 #include "diffuse/core/error.h"
 
 namespace diffuse {
@@ -9,10 +10,11 @@ namespace diffuse {
   X(data)                                                                                       \
   X(image_size)                                                                                 \
   X(flip)                                                                                       \
-  X(model) X(prediction) X(variance) X(loss) X(schedule) X(timesteps) X(timestep_sampler)       \
-      X(dropout) X(steps) X(batch) X(lr) X(warmup) X(weight_decay) X(grad_clip) X(ema_decay)    \
-          X(ema_warmup) X(seed) X(time_limit) X(out) X(log_every) X(sample_every) X(ckpt_every) \
-              X(keep) X(sample_n) X(sample_steps) X(device) X(bf16) X(threads)
+  X(model)                                                                                      \
+  X(prediction) X(variance) X(loss) X(schedule) X(timesteps) X(timestep_sampler) X(dropout)     \
+      X(steps) X(batch) X(lr) X(warmup) X(weight_decay) X(grad_clip) X(ema_decay) X(ema_warmup) \
+          X(seed) X(time_limit) X(out) X(log_every) X(sample_every) X(ckpt_every) X(keep)       \
+              X(sample_n) X(sample_steps) X(device) X(precision) X(threads)
 
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j;
@@ -28,6 +30,10 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
   for (auto it = j.begin(); it != j.end(); ++it) {
     const auto& key = it.key();
     bool known = false;
+    if (key == "bf16" && it.value().is_boolean()) {
+      c.precision = it.value().get<bool>() ? "auto" : "tf32";
+      continue;
+    }
     try {
 #define X(f)                               \
   if (key == #f) {                         \
@@ -65,6 +71,8 @@ void TrainConfig::validate() const {
   check(dropout < 1, "--dropout must be < 1, got ", dropout);
   check(!out.empty(), "--out must name a run folder");
   check(threads >= 0, "--threads must be >= 0, got ", threads);
+  check(precision == "auto" || precision == "fp32" || precision == "tf32" || precision == "bf16",
+        "--precision: unknown precision '", precision, "' (expected ", kPrecisionChoices, ")");
 }
 
 }  // namespace diffuse

@@ -46,13 +46,14 @@ Trainer::Trainer(TrainConfig cfg) : Trainer(std::move(cfg), false) {}
 Trainer::Trainer(TrainConfig cfg, bool for_resume)
     : cfg_(std::move(cfg)),
       device_(parse_device(cfg_.device)),
+      precision_(parse_precision(cfg_.precision, device_)),
       gen_(at::detail::createCPUGenerator(cfg_.seed)) {
   cfg_.validate();
   if (!for_resume)
     check(list_checkpoints(cfg_.out).empty(), "--out ", cfg_.out,
           " already holds a run with checkpoints; continue it with --resume ", cfg_.out,
           " or choose another folder");
-  configure_runtime(device_);
+  configure_runtime(device_, precision_);
   if (cfg_.threads > 0) torch::set_num_threads(static_cast<int>(cfg_.threads));
   process_.schedule = cfg_.schedule;
   process_.timesteps = cfg_.timesteps;
@@ -178,7 +179,7 @@ torch::Tensor Trainer::train_step() {
   auto x_t = diffusion_->q_sample(x0, draw.t, noise);
   torch::Tensor out;
   {
-    AutocastGuard autocast(cfg_.bf16 && device_.is_cuda());
+    AutocastGuard autocast(autocast_bf16(precision_));
     out = model_->forward(x_t, draw.t);
   }
   auto losses =
@@ -188,8 +189,9 @@ torch::Tensor Trainer::train_step() {
   loss.backward();
   auto gnorm = opt_->clip_grad_norm(cfg_.grad_clip);
   opt_->step(warmup_lr(cfg_.lr, step_, cfg_.warmup));
-  ++step_;
+  // The EMA's warmup counts the updates before this one, as diffusers' EMAModel does.
   ema_->update(step_);
+  ++step_;
   if (cfg_.timestep_sampler != "uniform") tsampler_->update(draw.t, losses.loss.detach());
   loss_sum_.add_(loss.detach());
   gnorm_sum_.add_(gnorm.to(torch::kFloat32));

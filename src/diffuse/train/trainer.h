@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "diffuse/core/device.h"
 #include "diffuse/data/loader.h"
 #include "diffuse/diffusion/gaussian_diffusion.h"
 #include "diffuse/diffusion/timestep_sampler.h"
@@ -52,6 +53,7 @@ class Trainer {
 
   TrainConfig cfg_;
   torch::Device device_;
+  Precision precision_;
   ProcessConfig process_;
   std::unique_ptr<GaussianDiffusion> diffusion_;
   UNet2DModel model_{nullptr}, ema_model_{nullptr};
