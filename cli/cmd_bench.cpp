@@ -154,7 +154,7 @@ Command bench_command() {
       "steady clock and the process's peak resident set. Warm-up runs are not timed.";
   c.options = {{"model", "ddpm-cifar10", "model preset or diffusers config.json"},
                {"batch", "1", "batch size"},
-               {"sampler", "ddim", "sample: ddpm | ddim | dpm++2m"},
+               {"sampler", "ddim", "sample: " + sampler_names()},
                {"steps", "50", "sample: network evaluations"},
                {"warmup", "3", "untimed runs first"},
                {"repeats", "10", "timed runs (the median is reported)"},

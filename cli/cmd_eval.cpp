@@ -310,7 +310,7 @@ Command eval_fd_command() {
       {"model", "", "run folder, checkpoint folder or diffusers UNet2DModel folder to sample"},
       {"samples", "", ".npy file of samples instead of --model"},
       {"n", "10000", "samples to generate"},
-      {"sampler", "ddim", "ddpm | ddim | dpm++2m"},
+      {"sampler", "ddim", sampler_names()},
       {"steps", "50", "sampler steps"},
       {"eta", "0", "DDIM eta (0: deterministic)"},
       clip_x0_option(),

@@ -10,6 +10,7 @@
 #include "diffuse/io/image.h"
 #include "diffuse/io/npy.h"
 #include "diffuse/samplers/inversion.h"
+#include "diffuse/samplers/timesteps.h"
 #include "diffuse/train/generate.h"
 #include "diffuse/train/model_source.h"
 
@@ -18,12 +19,6 @@ namespace fs = std::filesystem;
 namespace diffuse::cli {
 
 namespace {
-
-int64_t default_steps(const std::string& kind) {
-  if (kind == "ddpm") return 1000;
-  if (kind == "dpm++2m") return 20;
-  return 50;
-}
 
 int64_t grid_columns(int64_t n) {
   return std::max<int64_t>(1, static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(n)))));
@@ -38,7 +33,7 @@ std::vector<Option> model_options() {
 
 SamplerOptions sampler_from_args(const Args& a, const ProcessConfig& process,
                                  const std::string& kind) {
-  const auto steps = a.integer("steps") > 0 ? a.integer("steps") : default_steps(kind);
+  const auto steps = a.integer("steps") > 0 ? a.integer("steps") : sampler_kind(kind).default_steps;
   return sampler_options(process, kind, steps, a.has("eta") ? a.number("eta") : 0.0,
                          a.has("spacing") ? a.str("spacing") : "", a.flag("clip-x0"));
 }
@@ -220,21 +215,28 @@ int run_interpolate(const Args& a) {
 Command sample_command() {
   Command c;
   c.name = "sample";
-  c.summary = "generate images: DDPM (Algorithm 2), DDIM, DPM-Solver++ 2M";
-  c.usage =
-      "diffuse sample --model M [--sampler ddpm|ddim|dpm++2m] [--steps S] [--n N] --out grid.png";
+  c.summary = "generate images: DDPM, DDIM, DPM-Solver++ 2M, EDM's Euler and Heun, Euler ancestral";
+  c.usage = "diffuse sample --model M [--sampler " + sampler_names("|") +
+            "] [--steps S] [--n N] --out grid.png";
   c.description =
+      "Samplers (--sampler), each with its reference and defaults:\n" + samplers_help() +
+      "--steps is the number of noise levels visited: the network evaluations, except heun's\n"
+      "2 S - 1; --steps 0 means the sampler's default. Spacings (--spacing): leading (0, T/S, "
+      "...;\n"
+      "DDIM paper), linspace (from T-1), trailing (from T-1), quadratic (DDIM paper), even\n"
+      "(round(linspace(0, T-1, S)), improved-diffusion's respacing), karras (Karras et al. eq. 5,\n"
+      "rho 7, between the schedule's smallest and largest sigma, rounded to the nearest "
+      "timesteps;\n"
+      "euler, heun and euler-a step between those timesteps' exact sigmas). Any sampler takes any\n"
+      "spacing.\n"
       "The same --seed gives the same images: initial and per-step noise come from a seeded CPU\n"
-      "generator, so CPU and GPU agree up to float rounding. --steps 0 means the sampler's "
-      "default\n"
-      "(ddpm 1000, ddim 50, dpm++2m 20). Spacings: leading (0, T/S, ...; DDIM paper), linspace,\n"
-      "trailing (starts at T-1), quadratic; the default is leading, and linspace for dpm++2m.";
+      "generator, so CPU and GPU agree up to float rounding.";
   c.options = model_options();
   for (auto o : std::vector<Option>{
-           {"sampler", "ddim", "ddpm | ddim | dpm++2m"},
-           {"steps", "0", "network evaluations (0 = the sampler's default)"},
+           {"sampler", "ddim", sampler_names()},
+           {"steps", "0", "noise levels (network evaluations; heun 2 S - 1); 0 = the default"},
            {"eta", "0", "DDIM noise: 0 deterministic, 1 = the DDPM posterior variance"},
-           {"spacing", "", "timestep spacing: leading | linspace | trailing | quadratic"},
+           {"spacing", "", "timestep spacing: " + spacing_names() + " (\"\" = the sampler's)"},
            {"n", "16", "number of images"},
            {"batch", "64", "images per network call"},
            {"seed", "0", "seed of the initial and per-step noise"},

@@ -84,6 +84,18 @@ TEST_F(Cli, SampleFromInitNoiseWritesPngAndNpy) {
           root_ + "/grid2.png --save-npy " + root_ + "/samples2.npy --device cpu --threads 1");
   ASSERT_EQ(r2.status, 0) << r2.output;
   EXPECT_TRUE(torch::equal(load_npy(root_ + "/samples2.npy"), samples));
+  // EDM's Euler on DDIM's timesteps is DDIM (eta 0); heun with 3 levels evaluates 5 times.
+  auto r3 = run("sample --model " + model_ + " --init-noise " + root_ +
+                "/noise.npy --sampler euler --spacing leading --steps 5 --out " + root_ +
+                "/grid3.png --save-npy " + root_ + "/samples3.npy --device cpu --threads 1");
+  ASSERT_EQ(r3.status, 0) << r3.output;
+  EXPECT_LT((load_npy(root_ + "/samples3.npy") - samples).abs().max().item<double>(), 1e-4);
+  auto r4 = run("sample --model " + model_ + " --init-noise " + root_ +
+                "/noise.npy --sampler heun --steps 3 --out " + root_ + "/grid4.png --save-npy " +
+                root_ + "/samples4.npy --device cpu --threads 1");
+  ASSERT_EQ(r4.status, 0) << r4.output;
+  EXPECT_TRUE(torch::isfinite(load_npy(root_ + "/samples4.npy")).all().item<bool>());
+  EXPECT_NE(r4.output.find("heun (3 steps)"), std::string::npos) << r4.output;
 }
 
 TEST_F(Cli, EncodeAndInterpolate) {
@@ -106,7 +118,7 @@ TEST_F(Cli, EncodeAndInterpolate) {
 
 TEST_F(Cli, BadInputGivesClearErrors) {
   auto r =
-      run("sample --model " + model_ + " --sampler euler --out " + root_ + "/x.png --device cpu");
+      run("sample --model " + model_ + " --sampler lms --out " + root_ + "/x.png --device cpu");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("--sampler"), std::string::npos) << r.output;
   r = run("sample --model " + model_ + " --steps 5000 --out " + root_ + "/x.png --device cpu");
@@ -179,4 +191,12 @@ TEST_F(Cli, HelpDocumentsEveryCommand) {
   }
   auto t = run("train --help");
   EXPECT_NE(t.output.find("[default: 0.0002]"), std::string::npos) << t.output;
+  // sample --help lists every sampler with its reference.
+  auto s = run("sample --help");
+  for (const auto* part :
+       {"  ddpm: ", "  ddim: ", "  dpm++2m: ", "  euler: ", "  heun: ", "  euler-a: ",
+        "Ho et al. 2020 Algorithm 2", "Nichol & Dhariwal 2021", "Song et al. 2021 eq. 12",
+        "Lu et al. 2022 Algorithm 2", "Karras et al. 2022 (EDM) Algorithm 1", "2N - 1",
+        "sample_euler_ancestral", "karras"})
+    EXPECT_NE(s.output.find(part), std::string::npos) << part << "\n" << s.output;
 }

@@ -22,16 +22,17 @@ namespace diffuse {
 using Denoiser = std::function<torch::Tensor(const torch::Tensor& x, int64_t t)>;
 
 struct SamplerOptions {
-  std::string kind = "ddim";  // ddpm | ddim | dpm++2m
-  int64_t steps = 50;         // model evaluations
-  double eta = 0.0;           // DDIM only: 0 deterministic, 1 the DDPM posterior variance
-  std::string spacing;        // leading | linspace | trailing | quadratic; "" = the kind's default
+  std::string kind = "ddim";  // a name from sampler_kinds()
+  // Noise levels visited: the number of model evaluations, except heun's 2 steps - 1.
+  int64_t steps = 50;
+  double eta = 0.0;     // DDIM only: 0 deterministic, 1 the DDPM posterior variance
+  std::string spacing;  // a name from spacing_names() (timesteps.h); "" = the kind's default
   PredictionType prediction = PredictionType::Epsilon;
   std::string variance = "fixed-small";  // fixed-small | fixed-large | learned-range
   bool clip_x0 = false;                  // clamp the predicted x_0 to [-1, 1]
 };
 
-// "leading" for ddpm and ddim, "linspace" for dpm++2m.
+// The kind's default spacing (SamplerKind::default_spacing).
 std::string default_spacing(const std::string& kind);
 
 struct StepResult {
@@ -41,9 +42,11 @@ struct StepResult {
 
 class Sampler {
  public:
-  // timesteps: where the model is evaluated, strictly descending in [0, T-1].
+  // timesteps: where the model is evaluated, strictly descending in [0, T-1] (descending if
+  // repeated_timesteps: a two-stage solver evaluates twice at one level).
   Sampler(std::string name, const Schedule& schedule, std::vector<int64_t> timesteps,
-          PredictionType prediction, VarianceType variance, bool clip_x0);
+          PredictionType prediction, VarianceType variance, bool clip_x0,
+          bool repeated_timesteps = false);
   virtual ~Sampler() = default;
 
   const std::string& name() const { return name_; }
@@ -88,6 +91,24 @@ class Sampler {
 // learned-range.
 void check_model_output(const torch::Tensor& out, const torch::Tensor& x, VarianceType variance,
                         const std::string& who);
+
+// Every sampler --sampler accepts, in the order --help lists them: the one list of them.
+struct SamplerKind {
+  std::string name;
+  std::string reference;  // the paper and its equation or algorithm, for --help
+  int64_t default_steps;  // what --steps 0 means
+  std::string default_spacing;
+  // Builds the sampler on timesteps made with the options' steps and spacing.
+  std::unique_ptr<Sampler> (*make)(const SamplerOptions& options, const Schedule& schedule,
+                                   std::vector<int64_t> timesteps, VarianceType variance);
+};
+const std::vector<SamplerKind>& sampler_kinds();
+// The kind called name; diffuse::Error naming --sampler and the accepted names otherwise.
+const SamplerKind& sampler_kind(const std::string& name);
+// "ddpm | ddim | ..." with the given separator.
+std::string sampler_names(const std::string& separator = " | ");
+// The manual's list: one paragraph per sampler with its reference and defaults.
+std::string samplers_help();
 
 // Validates the options against the schedule (Errors name --sampler, --steps, --eta, --spacing,
 // --variance) and builds the sampler.
