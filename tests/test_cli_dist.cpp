@@ -56,12 +56,35 @@ std::map<std::string, torch::Tensor> weights(const std::string& run, int64_t ste
       .tensors;
 }
 
-double max_abs_diff(const std::map<std::string, torch::Tensor>& a,
-                    const std::map<std::string, torch::Tensor>& b) {
+struct Diff {
+  double max = 0, mean = 0;  // of |a - b| over every weight
+};
+
+Diff weight_diff(const std::map<std::string, torch::Tensor>& a,
+                 const std::map<std::string, torch::Tensor>& b) {
   EXPECT_EQ(a.size(), b.size());
-  double m = 0;
-  for (const auto& [k, v] : a) m = std::max(m, (v - b.at(k)).abs().max().item<double>());
-  return m;
+  Diff d;
+  int64_t n = 0;
+  for (const auto& [k, v] : a) {
+    auto e = (v - b.at(k)).abs().to(torch::kFloat64);
+    d.max = std::max(d.max, e.max().item<double>());
+    d.mean += e.sum().item<double>();
+    n += e.numel();
+  }
+  d.mean /= n;
+  return d;
+}
+
+// Same weights to float tolerance. The ranks' averaged half-batch gradients differ from the
+// one-process gradient by rounding (~1e-6 relative), but AdamW divides by sqrt(v): where a gradient
+// is near zero (attention's key biases have exactly zero gradient in exact arithmetic) rounding
+// moves a weight by up to the learning rate. So: every weight within 5e-5, 1/80 of what 4 steps of
+// 1e-3 can move it, and the mean difference within 1e-7.
+void expect_same_weights(const std::map<std::string, torch::Tensor>& a,
+                         const std::map<std::string, torch::Tensor>& b, const std::string& what) {
+  const auto d = weight_diff(a, b);
+  EXPECT_LT(d.max, 5e-5) << what;
+  EXPECT_LT(d.mean, 1e-7) << what;
 }
 
 std::vector<nlohmann::json> log_lines(const std::string& run) {
@@ -70,11 +93,6 @@ std::vector<nlohmann::json> log_lines(const std::string& run) {
   for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
   return out;
 }
-
-// Float tolerance: the ranks' summed half-batch gradients differ from the one-process gradient
-// by rounding only; after 4 AdamW steps of 1e-3 (weights move by up to 4e-3) that stays far
-// below 1e-5.
-constexpr double kWeightTol = 1e-5;
 
 class CliDist : public ::testing::Test {
  protected:
@@ -102,8 +120,8 @@ TEST_F(CliDist, TwoGlooProcessesMatchOneProcessAndResumeAtAnotherWorldSize) {
   EXPECT_EQ(r2.output.find(says), r2.output.rfind(says)) << r2.output;
 
   const auto w1 = weights(one, 4), w2 = weights(two, 4);
-  EXPECT_LT(max_abs_diff(w1, w2), kWeightTol);
-  EXPECT_LT(max_abs_diff(weights(one, 4, "unet_ema"), weights(two, 4, "unet_ema")), kWeightTol);
+  expect_same_weights(w1, w2, "unet");
+  expect_same_weights(weights(one, 4, "unet_ema"), weights(two, 4, "unet_ema"), "unet_ema");
   // The logged loss and gradient norm are the global ones.
   const auto l1 = log_lines(one), l2 = log_lines(two);
   ASSERT_EQ(l1.size(), 2u);
@@ -117,10 +135,12 @@ TEST_F(CliDist, TwoGlooProcessesMatchOneProcessAndResumeAtAnotherWorldSize) {
   // Half the steps on two processes, the rest on one, ends where the one-process run did.
   auto h = run(train_args(half, 2) + " --nproc 2");
   ASSERT_EQ(h.status, 0) << h.output;
-  EXPECT_GT(max_abs_diff(w1, weights(half, 2)), 100 * kWeightTol);  // the test can tell apart
+  const auto apart = weight_diff(w1, weights(half, 2));  // what 2 steps change: far off
+  EXPECT_GT(apart.max, 1e-3);
+  EXPECT_GT(apart.mean, 1e-4);
   h = run("train --resume " + half + " --steps 4 --device cpu --threads 1");
   ASSERT_EQ(h.status, 0) << h.output;
-  EXPECT_LT(max_abs_diff(w1, weights(half, 4)), kWeightTol);
+  expect_same_weights(w1, weights(half, 4), "resumed on 1 process");
 }
 
 TEST_F(CliDist, KilledRankMakesTheOtherExitWithAnError) {
@@ -185,7 +205,7 @@ TEST_F(CliDist, KilledRankMakesTheOtherExitWithAnError) {
   const auto msg = read_file(logs[0]);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) != 0) << msg;
   EXPECT_NE(msg.find("distributed training failed on rank 0 of 2"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("died or stalled"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("another rank died or stalled"), std::string::npos) << msg;
   std::cerr << "rank 0 exited " << secs << " s after rank 1 was killed\n";
 }
 

@@ -69,8 +69,9 @@ C10dGroup::Pending DistGroup::explain(C10dGroup::Pending wait) const {
       wait();
     } catch (const Error& e) {
       fail("distributed training failed on rank ", rank, " of ", world,
-           ": another rank has died or stalled (no answer within --dist-timeout ", timeout, " s). ",
-           e.what());
+           ": another rank died or stalled (its connection dropped, or no answer within "
+           "--dist-timeout ",
+           timeout, " s). ", e.what());
     }
   };
 }
