@@ -168,7 +168,9 @@ Command train_command() {
       {"sample-n", text(d.sample_n), "images in each preview grid"},
       {"sample-steps", text(d.sample_steps), "DDIM steps for preview grids"},
       {"no-bf16", "", "no bf16 autocast on CUDA", true},
-      {"nproc", text(dd.nproc), "start this many local processes (data parallel; 0 or 1 = one)"},
+      {"nproc", text(dd.nproc),
+       "start this many local processes (data parallel, each with cores/N threads unless "
+       "--threads; 0 or 1 = one)"},
       {"backend", dd.backend, "distributed backend: auto (nccl on CUDA, else gloo) | gloo | nccl"},
       {"dist-timeout", text(dd.timeout),
        "seconds a process waits for the others before failing (a rank died or stalled)"},

@@ -101,6 +101,10 @@ TEST(GradReducer, AveragesGradientsOverRanksInBuckets) {
       for (auto& p : params) p.mutable_grad() = torch::Tensor();
       loss.backward();
       reducer.finish();
+      // Every bucket but the one holding p_0 (rank 0 never computes its gradient) was sent from
+      // the hooks on rank 1, and on rank 0 those before it in launch order.
+      if (r == 1) EXPECT_EQ(reducer.sent_during_backward(), reducer.num_buckets());
+      if (r == 0) EXPECT_EQ(reducer.sent_during_backward(), reducer.num_buckets() - 1);
       for (size_t k = 0; k < params.size(); ++k) {
         const double expect = k == 0 ? 2.0 * (step + 1) / 2 : (k + 1) * 1.5 * (step + 1);
         ASSERT_TRUE(params[k].grad().defined()) << k;

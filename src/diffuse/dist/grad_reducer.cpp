@@ -78,6 +78,7 @@ void GradReducer::launch_ready() {
 void GradReducer::finish() {
   {
     std::lock_guard<std::mutex> lock(mu_);
+    sent_during_backward_ = static_cast<int64_t>(next_launch_);
     for (size_t k = 0; k < params_.size(); ++k) {
       if (arrived_[k]) continue;
       const auto& s = slots_[k];

@@ -26,6 +26,8 @@ class GradReducer {
   // contribute zeros), waits for every bucket and writes the mean gradients into .grad.
   void finish();
   int64_t num_buckets() const { return static_cast<int64_t>(buckets_.size()); }
+  // Buckets the hooks sent during the last backward pass, before finish() (the overlap).
+  int64_t sent_during_backward() const { return sent_during_backward_; }
 
  private:
   struct Slot {
@@ -47,6 +49,7 @@ class GradReducer {
   std::vector<bool> arrived_;
   std::vector<Bucket> buckets_;
   size_t next_launch_ = 0;
+  int64_t sent_during_backward_ = 0;
   std::vector<unsigned> hooks_;
   DistGroup& group_;
   std::mutex mu_;  // hooks run on autograd's threads
