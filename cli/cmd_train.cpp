@@ -1,9 +1,12 @@
 // diffuse train: Algorithm 1 of Ho et al. on a dataset, into a run folder.
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 
 #include "commands.h"
 #include "diffuse/core/error.h"
+#include "diffuse/dist/launcher.h"
+#include "diffuse/dist/process_group.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/train/trainer.h"
 
@@ -25,9 +28,9 @@ std::string presets_list() {
 }
 
 // Options that may change when a run is resumed; everything else comes from its config.json.
-const std::vector<std::string> kResumable = {"steps",        "time-limit", "log-every",
-                                             "sample-every", "ckpt-every", "keep",
-                                             "device",       "threads",    "precision"};
+const std::vector<std::string> kResumable = {
+    "steps",  "time-limit", "log-every", "sample-every", "ckpt-every", "keep",
+    "device", "threads",    "precision", "nproc",        "backend",    "dist-timeout"};
 
 void apply(TrainConfig& c, const Args& a, bool only_given) {
   auto want = [&](const std::string& n) { return a.has(n) && (!only_given || a.given(n)); };
@@ -64,7 +67,24 @@ void apply(TrainConfig& c, const Args& a, bool only_given) {
   if (want("threads")) c.threads = a.integer("threads");
 }
 
+DistOptions dist_options(const Args& a) {
+  DistOptions d;
+  d.nproc = a.integer("nproc");
+  d.backend = a.str("backend");
+  d.timeout = a.number("dist-timeout");
+  check(d.nproc >= 0, "--nproc must be >= 0, got ", d.nproc);
+  check(d.timeout > 0, "--dist-timeout must be > 0 seconds, got ", d.timeout);
+  return d;
+}
+
 int run_train(const Args& a) {
+  const auto dist = dist_options(a);
+  if (dist.nproc > 1) {
+    check(!std::getenv("WORLD_SIZE"), "--nproc ", dist.nproc,
+          " starts its own ranks; it cannot run under a launcher that set WORLD_SIZE");
+    return launch_local_ranks(static_cast<int>(dist.nproc), own_args_without("nproc"));
+  }
+  const auto env = DistEnv::from_environment();
   if (a.has("resume")) {
     for (const auto& [name, given] : std::map<std::string, std::string>(a.values()))
       if (a.given(name) && name != "resume")
@@ -72,16 +92,19 @@ int run_train(const Args& a) {
             std::find(kResumable.begin(), kResumable.end(), name) != kResumable.end(), "--", name,
             " cannot change when resuming (it is fixed by the run's config.json); "
             "resumable: --steps, --time-limit, --log-every, --sample-every, --ckpt-every, --keep, "
-            "--device, --threads, --precision");
-    auto trainer = Trainer::resume(a.str("resume"), [&](TrainConfig& c) { apply(c, a, true); });
+            "--device, --threads, --precision, --nproc, --backend, --dist-timeout");
+    auto trainer = Trainer::resume(
+        a.str("resume"), [&](TrainConfig& c) { apply(c, a, true); }, env, dist);
     trainer->run();
     return 0;
   }
   TrainConfig cfg;
   apply(cfg, a, false);
-  Trainer trainer(cfg);
-  std::cerr << "diffuse: training " << cfg.model << " on " << cfg.data << " into " << cfg.out
-            << "\n";
+  Trainer trainer(cfg, env, dist);
+  if (trainer.is_main())
+    std::cerr << "diffuse: training " << cfg.model << " on " << cfg.data << " into " << cfg.out
+              << (env.distributed() ? " on " + std::to_string(env.world_size) + " processes" : "")
+              << "\n";
   trainer.run();
   return 0;
 }
@@ -90,6 +113,7 @@ int run_train(const Args& a) {
 
 Command train_command() {
   const TrainConfig d;
+  const DistOptions dd;
   Command c;
   c.name = "train";
   c.summary = "train a diffusion model (Ho et al. Algorithm 1) into a run folder";
@@ -104,7 +128,12 @@ Command train_command() {
       "and RNG state. Checkpoints are written atomically; --resume continues exactly.\n"
       "Data: fashion-mnist (Debian's dataset-fashion-mnist), mnist:DIR, idx:IMAGES_FILE,\n"
       "cifar10:DIR (binary batches), folder:DIR (PNG/JPEG, center-cropped and resized),\n"
-      "synthetic (random pixels, for benchmarks).";
+      "synthetic (random pixels, for benchmarks).\n"
+      "Data parallel: --nproc N starts N local processes; or a launcher (torchrun, a cluster\n"
+      "script) sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT for each process.\n"
+      "--batch stays the global batch (each rank takes its slice); gradients are averaged with\n"
+      "Gloo (CPU) or NCCL (CUDA); rank 0 alone writes the run folder, and a run resumes at any\n"
+      "number of processes. GLOO_SOCKET_IFNAME picks the network interface across machines.";
   c.options = {
       {"data", d.data, "dataset: fashion-mnist | mnist:DIR | idx:FILE | cifar10:DIR | folder:DIR"},
       {"out", d.out, "run folder to create"},
@@ -121,7 +150,7 @@ Command train_command() {
       {"timestep-sampler", d.timestep_sampler, "uniform | loss-second-moment"},
       {"dropout", text(d.dropout), "dropout (< 0 = the model config's value)"},
       {"steps", text(d.steps), "total optimisation steps to reach"},
-      {"batch", text(d.batch), "batch size"},
+      {"batch", text(d.batch), "batch size (the global batch: all processes together)"},
       {"lr", text(d.lr), "AdamW learning rate"},
       {"warmup", text(d.warmup), "linear learning-rate warmup steps"},
       {"weight-decay", text(d.weight_decay), "AdamW decoupled weight decay"},
@@ -137,6 +166,12 @@ Command train_command() {
       {"keep", text(d.keep), "checkpoints to keep"},
       {"sample-n", text(d.sample_n), "images in each preview grid"},
       {"sample-steps", text(d.sample_steps), "DDIM steps for preview grids"},
+      {"nproc", text(dd.nproc),
+       "start this many local processes (data parallel, each with cores/N threads unless "
+       "--threads; 0 or 1 = one)"},
+      {"backend", dd.backend, "distributed backend: auto (nccl on CUDA, else gloo) | gloo | nccl"},
+      {"dist-timeout", text(dd.timeout),
+       "seconds a process waits for the others before failing (a rank died or stalled)"},
   };
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_train;

@@ -188,6 +188,43 @@ TEST(Loader, ResumeIsBitIdentical) {
   expect_same(take(other, 13), rest);
 }
 
+// Data parallelism: the shards of a global batch, concatenated in rank order, are exactly the
+// global batch (flips included), and every shard's loader keeps the global state.
+TEST(Loader, ShardsTileTheGlobalBatch) {
+  const auto ds = indexed_dataset(37, {3, 4, 4}, 43);
+  LoaderOptions opt;
+  opt.batch_size = 6;
+  opt.seed = 5;
+  opt.random_flip = true;
+  Loader whole(ds, opt, LoaderState{1, 12});
+  const auto global = take(whole, 8);  // crosses an epoch boundary
+  for (int64_t shards : {2, 3}) {
+    std::vector<std::vector<Batch>> parts;
+    for (int64_t r = 0; r < shards; ++r) {
+      auto o = opt;
+      o.shard = r;
+      o.num_shards = shards;
+      Loader l(ds, o, LoaderState{1, 12});
+      parts.push_back(take(l, 8));
+      EXPECT_EQ(l.state(), whole.state()) << "shard " << r << " of " << shards;
+    }
+    for (size_t i = 0; i < global.size(); ++i) {
+      std::vector<torch::Tensor> xs, ys;
+      for (const auto& p : parts) {
+        EXPECT_EQ(p[i].x.size(0), 6 / shards);
+        xs.push_back(p[i].x);
+        ys.push_back(p[i].y);
+      }
+      EXPECT_TRUE(torch::equal(torch::cat(xs), global[i].x)) << shards << " shards, batch " << i;
+      EXPECT_TRUE(torch::equal(torch::cat(ys), global[i].y)) << shards << " shards, batch " << i;
+    }
+  }
+  auto o = opt;
+  o.shard = 2;
+  o.num_shards = 2;
+  expect_error([&] { Loader l(ds, o); }, {"shard 2 of 2"});
+}
+
 TEST(Loader, StateCountsOnlyHandedOutBatches) {
   const auto ds = indexed_dataset(40);
   LoaderOptions opt;

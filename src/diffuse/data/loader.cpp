@@ -67,6 +67,8 @@ Loader::Loader(Dataset data, LoaderOptions options, LoaderState start)
         "--pad-to ", opt_.pad_to, " is smaller than the ", data_.height(), "x", data_.width(),
         " images of dataset '", data_.name, "'");
   check(opt_.prefetch >= 1, "data loader: prefetch must be at least 1, got ", opt_.prefetch);
+  check(opt_.num_shards >= 1 && opt_.shard >= 0 && opt_.shard < opt_.num_shards,
+        "data loader: shard ", opt_.shard, " of ", opt_.num_shards, " does not exist");
   check(!opt_.device.is_cuda() || torch::cuda::is_available(),
         "data loader: CUDA device requested but CUDA is not available");
   data_.images = data_.images.contiguous();
@@ -123,8 +125,12 @@ void Loader::stop() {
   if (worker_.joinable()) worker_.join();
 }
 
-// x: (count, C, H', W') float32 in [-1, 1] on the CPU (pinned when bound for CUDA).
+// x: (count', C, H', W') float32 in [-1, 1] on the CPU (pinned when bound for CUDA), this shard's
+// slice of the count samples at s.
 Batch Loader::make_batch(const std::vector<int64_t>& order, LoaderState s, int64_t count) const {
+  const int64_t lo = count * opt_.shard / opt_.num_shards;
+  s.position += lo;
+  count = count * (opt_.shard + 1) / opt_.num_shards - lo;
   auto idx =
       torch::from_blob(const_cast<int64_t*>(order.data() + s.position), {count}, torch::kInt64);
   auto x = data_.images.index_select(0, idx);  // (count, C, H, W) uint8

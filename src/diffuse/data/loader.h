@@ -23,6 +23,10 @@ struct LoaderOptions {
   bool drop_last = true;     // false: the last batch of an epoch may be smaller
   torch::Device device = torch::kCPU;
   int64_t prefetch = 3;  // batches computed ahead
+  // Data parallelism: the stream of batches and its state stay global (batch_size samples of the
+  // epoch's order per batch, identical on every rank); this loader materialises only its shard's
+  // slice [count * shard / num_shards, count * (shard + 1) / num_shards) of each batch.
+  int64_t shard = 0, num_shards = 1;
 };
 
 // Where the stream stands: the next batch starts at `position` in epoch `epoch`'s permutation.

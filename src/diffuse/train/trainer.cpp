@@ -41,9 +41,10 @@ UNetConfig model_config_for(const TrainConfig& cfg, const GaussianDiffusion& d) 
 
 }  // namespace
 
-Trainer::Trainer(TrainConfig cfg) : Trainer(std::move(cfg), false) {}
+Trainer::Trainer(TrainConfig cfg, DistEnv env, DistOptions dist)
+    : Trainer(std::move(cfg), false, std::move(env), std::move(dist)) {}
 
-Trainer::Trainer(TrainConfig cfg, bool for_resume)
+Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist)
     : cfg_(std::move(cfg)),
       device_(parse_device(cfg_.device)),
       precision_(parse_precision(cfg_.precision, device_)),
@@ -53,8 +54,21 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume)
     check(list_checkpoints(cfg_.out).empty(), "--out ", cfg_.out,
           " already holds a run with checkpoints; continue it with --resume ", cfg_.out,
           " or choose another folder");
+  if (env.distributed()) {
+    check(cfg_.batch % env.world_size == 0, "--batch ", cfg_.batch,
+          " (the global batch) must be divisible by the ", env.world_size, " processes");
+    // One GPU per local rank.
+    if (device_.is_cuda() && !device_.has_index())
+      device_ = torch::Device(
+          torch::kCUDA, static_cast<c10::DeviceIndex>(
+                            env.local_rank % std::max<int64_t>(1, torch::cuda::device_count())));
+    group_ = std::make_unique<DistGroup>(env, resolve_backend(dist.backend, device_), dist.timeout);
+  }
   configure_runtime(device_, precision_);
-  if (cfg_.threads > 0) torch::set_num_threads(static_cast<int>(cfg_.threads));
+  if (cfg_.threads > 0)
+    torch::set_num_threads(static_cast<int>(cfg_.threads));
+  else if (group_)  // the local ranks share the cores
+    torch::set_num_threads(std::max(1, torch::get_num_threads() / env.local_world_size));
   process_.schedule = cfg_.schedule;
   process_.timesteps = cfg_.timesteps;
   process_.prediction = cfg_.prediction;
@@ -110,7 +124,13 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume)
   lo.random_flip = cfg_.flip;
   lo.pad_to = data.height() < size ? size : 0;
   lo.device = device_;
+  if (group_) {
+    lo.shard = group_->rank();
+    lo.num_shards = group_->world_size();
+  }
   loader_ = std::make_unique<Loader>(std::move(data), lo);
+  if (group_) reducer_ = std::make_unique<GradReducer>(model_->parameters(), *group_);
+  split_dropout_stream();
 
   auto opts = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
   loss_sum_ = torch::zeros({}, opts);
@@ -118,7 +138,8 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume)
 }
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir,
-                                         const std::function<void(TrainConfig&)>& override_cfg) {
+                                         const std::function<void(TrainConfig&)>& override_cfg,
+                                         DistEnv env, DistOptions dist) {
   const auto cfg_path = (fs::path(run_dir) / "config.json").string();
   check(fs::exists(cfg_path), "--resume ", run_dir,
         ": no config.json there (not a diffuse run folder)");
@@ -133,9 +154,10 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir,
   if (override_cfg) override_cfg(cfg);
   std::vector<std::string> warnings;
   auto ck = load_latest_checkpoint(run_dir, &warnings);
-  for (const auto& w : warnings) std::cerr << "diffuse: warning: " << w << "\n";
+  if (env.rank == 0)
+    for (const auto& w : warnings) std::cerr << "diffuse: warning: " << w << "\n";
   check(ck.has_value(), "--resume ", run_dir, ": no complete checkpoint to resume from");
-  std::unique_ptr<Trainer> t(new Trainer(cfg, true));
+  std::unique_ptr<Trainer> t(new Trainer(cfg, true, std::move(env), std::move(dist)));
   t->restore(*ck);
   return t;
 }
@@ -165,34 +187,70 @@ void Trainer::restore(const LoadedCheckpoint& ck) {
   step_ = st.at("step").get<int64_t>();
   wall_offset_ = st.value("wall_time", 0.0);
   loader_->reset({st.at("loader_epoch").get<int64_t>(), st.at("loader_position").get<int64_t>()});
-  std::cerr << "diffuse: resumed " << cfg_.out << " at step " << step_ << " from " << ck.dir
-            << "\n";
+  split_dropout_stream();
+  if (is_main())
+    std::cerr << "diffuse: resumed " << cfg_.out << " at step " << step_ << " from " << ck.dir
+              << "\n";
+}
+
+void Trainer::sync_replicas() {
+  if (!group_) return;
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> all;
+  for (auto* m : {&model_, &ema_model_}) {
+    for (const auto& p : (*m)->parameters()) all.push_back(p);
+    for (const auto& b : (*m)->buffers()) all.push_back(b);
+  }
+  group_->broadcast_from_main(all);
+}
+
+void Trainer::split_dropout_stream() {
+  if (!group_ || group_->is_main()) return;
+  const uint64_t r = static_cast<uint64_t>(group_->rank());
+  torch::manual_seed(cfg_.seed ^ (0x9e3779b97f4a7c15ULL * (r + 1)) ^
+                     (static_cast<uint64_t>(step_) << 20));
 }
 
 torch::Tensor Trainer::train_step() {
   model_->train();
   auto batch = loader_->next();
-  const auto& x0 = batch.x;
-  const int64_t B = x0.size(0);
+  const auto& x0 = batch.x;  // (b, C, H, W): this rank's slice [lo, lo + b) of the global batch
+  const int64_t B = group_ ? cfg_.batch : x0.size(0);
+  const int64_t lo = group_ ? B * group_->rank() / group_->world_size() : 0, b = x0.size(0);
+  // t and noise are drawn for the whole global batch on every rank, from the same generator, and
+  // sliced: the ranks together see exactly what one process would.
   auto draw = tsampler_->sample(B, device_, gen_);
-  auto noise = at::randn(x0.sizes(), gen_, torch::kFloat32).to(device_, /*non_blocking=*/true);
-  auto x_t = diffusion_->q_sample(x0, draw.t, noise);
+  auto shape = x0.sizes().vec();
+  shape[0] = B;
+  auto noise = at::randn(shape, gen_, torch::kFloat32).narrow(0, lo, b).to(device_, true);
+  auto t = draw.t.narrow(0, lo, b);
+  auto x_t = diffusion_->q_sample(x0, t, noise);
   torch::Tensor out;
   {
     AutocastGuard autocast(autocast_bf16(precision_));
-    out = model_->forward(x_t, draw.t);
+    out = model_->forward(x_t, t);
   }
-  auto losses =
-      diffusion_->training_losses(out.to(torch::kFloat32), x0, x_t, draw.t, noise, loss_type_);
-  auto loss = (losses.loss * draw.weights).mean();
+  auto losses = diffusion_->training_losses(out.to(torch::kFloat32), x0, x_t, t, noise, loss_type_);
+  // Each rank's mean over its slice; the mean over the ranks (GradReducer) is the global mean.
+  auto loss = (losses.loss * draw.weights.narrow(0, lo, b)).mean();
   opt_->zero_grad();
   loss.backward();
+  if (reducer_) reducer_->finish();
   auto gnorm = opt_->clip_grad_norm(cfg_.grad_clip);
   opt_->step(warmup_lr(cfg_.lr, step_, cfg_.warmup));
   // The EMA's warmup counts the updates before this one, as diffusers' EMAModel does.
   ema_->update(step_);
   ++step_;
-  if (cfg_.timestep_sampler != "uniform") tsampler_->update(draw.t, losses.loss.detach());
+  if (cfg_.timestep_sampler != "uniform") {
+    // The sampler's history must see the whole batch on every rank, so its state stays shared.
+    auto all = losses.loss.detach();
+    if (group_) {
+      all = torch::zeros({B}, all.options());
+      all.narrow(0, lo, b).copy_(losses.loss.detach());
+      group_->allreduce_sum(all);
+    }
+    tsampler_->update(draw.t, all);
+  }
   loss_sum_.add_(loss.detach());
   gnorm_sum_.add_(gnorm.to(torch::kFloat32));
   ++since_log_;
@@ -200,6 +258,10 @@ torch::Tensor Trainer::train_step() {
 }
 
 void Trainer::save_checkpoint_now() {
+  if (!is_main()) {
+    split_dropout_stream();  // as a resume from this checkpoint would
+    return;
+  }
   CheckpointFiles files;
   files.tensors["unet/diffusion_pytorch_model.safetensors"] = state_dict(*model_);
   files.tensors["unet_ema/diffusion_pytorch_model.safetensors"] = state_dict(*ema_model_);
@@ -237,20 +299,26 @@ void Trainer::log_line(double loss, double grad_norm, double images_per_s, doubl
   log_.flush();
 }
 
+// Every rank samples the grid (rank 0 alone would keep the others waiting just as long, and
+// close to the collectives' timeout on slow devices); rank 0 saves it.
 void Trainer::write_preview_grid() {
-  const auto path = (fs::path(cfg_.out) / "grids" / (checkpoint_dir_name(step_) + ".png")).string();
-  fs::create_directories(fs::path(path).parent_path());
   auto images = preview_samples(ema_model_, process_, cfg_.sample_n, cfg_.sample_steps,
                                 cfg_.seed + 1, device_);
+  if (!is_main()) return;
+  const auto path = (fs::path(cfg_.out) / "grids" / (checkpoint_dir_name(step_) + ".png")).string();
+  fs::create_directories(fs::path(path).parent_path());
   const auto nrow = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(cfg_.sample_n))));
   save_grid_png(path, images, nrow);
 }
 
 void Trainer::run(bool progress) {
-  fs::create_directories(cfg_.out);
-  write_file_atomic((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2));
-  log_.open((fs::path(cfg_.out) / "log.jsonl").string(), std::ios::app);
-  check(log_.good(), cfg_.out, "/log.jsonl: cannot open for writing");
+  sync_replicas();
+  if (is_main()) {
+    fs::create_directories(cfg_.out);
+    write_file_atomic((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2));
+    log_.open((fs::path(cfg_.out) / "log.jsonl").string(), std::ios::app);
+    check(log_.good(), cfg_.out, "/log.jsonl: cannot open for writing");
+  }
   g_stop_requested = 0;
   auto prev_int = std::signal(SIGINT, on_signal);
   auto prev_term = std::signal(SIGTERM, on_signal);
@@ -260,17 +328,34 @@ void Trainer::run(bool progress) {
   run_start_ = start;
   auto tick = start;
   int64_t tick_step = step_;
-  ProgressBar bar(cfg_.steps, "train", "step", progress);
+  ProgressBar bar(cfg_.steps, "train", "step", progress && is_main());
   bar.resume_from(step_);
   if (cfg_.time_limit > 0) bar.set_time_limit(cfg_.time_limit);
   std::string stop_reason = "reached --steps";
   while (step_ < cfg_.steps) {
     train_step();
     const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
+    bool time_up = cfg_.time_limit > 0 && elapsed >= cfg_.time_limit;
+    bool interrupted = g_stop_requested;
+    // Ranks stop together: in a job they decide at log ticks, by a vote sent with the losses.
+    if (group_) time_up = interrupted = false;
     if (step_ % cfg_.log_every == 0 || step_ == cfg_.steps) {
-      // The one host sync of the loop: reading the accumulated loss and gradient norm.
-      const double loss = loss_sum_.item<double>() / since_log_;
-      const double gnorm = gnorm_sum_.item<double>() / since_log_;
+      // The one host sync of the loop: reading the accumulated loss and gradient norm (and, in a
+      // job, summing them and the stop votes over the ranks).
+      auto opts = loss_sum_.options();
+      auto stats = torch::stack(
+          {loss_sum_, gnorm_sum_,
+           torch::full({}, cfg_.time_limit > 0 && elapsed >= cfg_.time_limit ? 1.0 : 0.0, opts),
+           torch::full({}, g_stop_requested ? 1.0 : 0.0, opts)});
+      if (group_) group_->allreduce_sum(stats);
+      stats = stats.to(torch::kCPU, torch::kFloat64);
+      const double world = group_ ? group_->world_size() : 1;
+      const double loss = stats[0].item<double>() / world / since_log_;
+      const double gnorm = stats[1].item<double>() / world / since_log_;
+      if (group_) {
+        time_up = stats[2].item<double>() > 0;
+        interrupted = stats[3].item<double>() > 0;
+      }
       loss_sum_.zero_();
       gnorm_sum_.zero_();
       since_log_ = 0;
@@ -279,13 +364,12 @@ void Trainer::run(bool progress) {
       const double ips = dt > 0 ? (step_ - tick_step) * cfg_.batch / dt : 0.0;
       tick = now;
       tick_step = step_;
-      log_line(loss, gnorm, ips, wall_offset_ + elapsed);
+      if (is_main()) log_line(loss, gnorm, ips, wall_offset_ + elapsed);
       char extra[96];
       std::snprintf(extra, sizeof extra, "loss %.4f  %.0f img/s", loss, ips);
       bar.set_extra(extra);
     }
     bar.update(1);
-    const bool time_up = cfg_.time_limit > 0 && elapsed >= cfg_.time_limit;
     if (cfg_.sample_every > 0 && step_ % cfg_.sample_every == 0) write_preview_grid();
     if (cfg_.ckpt_every > 0 && step_ % cfg_.ckpt_every == 0 && step_ < cfg_.steps && !time_up)
       save_checkpoint_now();
@@ -293,22 +377,23 @@ void Trainer::run(bool progress) {
       stop_reason = "reached --time-limit";
       break;
     }
-    if (g_stop_requested) {
+    if (interrupted) {
       stop_reason = "interrupted";
       break;
     }
   }
   bar.finish();
   save_checkpoint_now();
-  if (cfg_.sample_every > 0 && step_ % cfg_.sample_every != 0) write_preview_grid();
+  if (cfg_.sample_every > 0 && step_ % cfg_.sample_every != 0 && is_main()) write_preview_grid();
   std::signal(SIGINT, prev_int);
   std::signal(SIGTERM, prev_term);
   const double total_wall = wall_time();
   wall_offset_ = total_wall;
   run_start_.reset();
-  std::cerr << "diffuse: training stopped at step " << step_ << " (" << stop_reason << "), "
-            << format_duration(total_wall) << " of training in all; checkpoint in " << cfg_.out
-            << "/checkpoints/" << checkpoint_dir_name(step_) << "\n";
+  if (is_main())
+    std::cerr << "diffuse: training stopped at step " << step_ << " (" << stop_reason << "), "
+              << format_duration(total_wall) << " of training in all; checkpoint in " << cfg_.out
+              << "/checkpoints/" << checkpoint_dir_name(step_) << "\n";
 }
 
 }  // namespace diffuse

@@ -1,6 +1,6 @@
 // Algorithm 1 of Ho et al. as a tool for real runs: the step (forward, loss, backward, on-device
 // clipping, AdamW, EMA) and the loop around it (logging, preview grids, atomic checkpoints, exact
-// resume, a time limit).
+// resume, a time limit), on one process or as one rank of a data-parallel job.
 #pragma once
 #include <torch/torch.h>
 
@@ -15,6 +15,8 @@
 #include "diffuse/data/loader.h"
 #include "diffuse/diffusion/gaussian_diffusion.h"
 #include "diffuse/diffusion/timestep_sampler.h"
+#include "diffuse/dist/grad_reducer.h"
+#include "diffuse/dist/process_group.h"
 #include "diffuse/models/unet.h"
 #include "diffuse/train/adamw.h"
 #include "diffuse/train/config.h"
@@ -26,11 +28,16 @@ namespace diffuse {
 class Trainer {
  public:
   // A new run in cfg.out; an existing run there (with checkpoints) is an error suggesting --resume.
-  explicit Trainer(TrainConfig cfg);
+  // With env.world_size > 1 this process is rank env.rank of a data-parallel job: each rank
+  // trains on its slice of every global batch of cfg.batch samples, gradients are averaged over
+  // the ranks, and rank 0 alone writes the run folder.
+  explicit Trainer(TrainConfig cfg, DistEnv env = {}, DistOptions dist = {});
   // Continues the run in run_dir from its newest checkpoint that verifies. `override_cfg` changes
   // what may change on resume (steps, time limit, intervals, device); the rest must match.
+  // Any number of ranks may resume a run made by any other number.
   static std::unique_ptr<Trainer> resume(const std::string& run_dir,
-                                         const std::function<void(TrainConfig&)>& override_cfg);
+                                         const std::function<void(TrainConfig&)>& override_cfg,
+                                         DistEnv env = {}, DistOptions dist = {});
 
   // Trains until cfg.steps, the time limit, or SIGINT/SIGTERM; always ends with a checkpoint.
   void run(bool progress = true);
@@ -44,12 +51,19 @@ class Trainer {
   UNet2DModel& ema_model() { return ema_model_; }
   const GaussianDiffusion& diffusion() const { return *diffusion_; }
   const ProcessConfig& process() const { return process_; }
+  // Rank 0, or the only process: the one that writes logs, grids and checkpoints.
+  bool is_main() const { return !group_ || group_->is_main(); }
 
  private:
-  Trainer(TrainConfig cfg, bool for_resume);
+  Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist);
   void restore(const struct LoadedCheckpoint& ck);
   void write_preview_grid();
   void log_line(double loss, double grad_norm, double images_per_s, double wall);
+  // Every rank starts from rank 0's weights.
+  void sync_replicas();
+  // Ranks other than 0 draw dropout from their own stream, a function of (seed, rank, step) so
+  // that it restarts identically after a checkpoint.
+  void split_dropout_stream();
 
   TrainConfig cfg_;
   torch::Device device_;
@@ -61,6 +75,8 @@ class Trainer {
   std::unique_ptr<Ema> ema_;
   std::unique_ptr<Loader> loader_;
   std::unique_ptr<TimestepSampler> tsampler_;
+  std::unique_ptr<DistGroup> group_;  // null: one process
+  std::unique_ptr<GradReducer> reducer_;
   at::Generator gen_;  // t and noise; CPU, so a run is reproducible across devices
   LossType loss_type_;
   int64_t step_ = 0;
