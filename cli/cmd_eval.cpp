@@ -128,6 +128,8 @@ int run_train_classifier(const Args& a) {
 int run_fd(const Args& a) {
   const auto device = setup_device(a);
   check(a.has("model") != a.has("samples"), "give exactly one of --model and --samples");
+  check(!a.has("class") || a.has("model"),
+        "--class needs --model (an .npy of samples has no labels)");
   const auto data = a.str("data");
   const auto classifier_dir = a.has("classifier") ? a.str("classifier") : default_classifier_dir();
   if (!classifier_exists(classifier_dir)) {

@@ -391,7 +391,7 @@ TEST(Guidance, ScalesZeroAndOneAreTheNullAndConditionalModels) {
   auto labels = torch::tensor({0L, 2L, 1L});
   const int64_t t = 400;
   auto tt = torch::full({3}, t, torch::kLong);
-  auto with_null = model->forward(x, tt, torch::full({3}, 3L));
+  auto with_null = model->forward(x, tt, torch::full({3}, 3, torch::kLong));
   auto with_label = model->forward(x, tt, labels);
   EXPECT_TRUE(torch::equal(guided_unet_denoiser(model, labels, 0.0, false)(x, t), with_null));
   EXPECT_TRUE(torch::equal(guided_unet_denoiser(model, labels, 1.0, false)(x, t), with_label));
@@ -403,7 +403,8 @@ TEST(Guidance, ScalesZeroAndOneAreTheNullAndConditionalModels) {
   UNet2DModel lr(lr_cfg);
   lr->eval();
   auto lr_out = guided_unet_denoiser(lr, labels, 3.0, false)(x, t);
-  auto lr_label = lr->forward(x, tt, labels), lr_null = lr->forward(x, tt, torch::full({3}, 3L));
+  auto lr_label = lr->forward(x, tt, labels),
+       lr_null = lr->forward(x, tt, torch::full({3}, 3, torch::kLong));
   EXPECT_TRUE(torch::allclose(lr_out.narrow(1, 1, 1), lr_label.narrow(1, 1, 1), 1e-5, 1e-5));
   EXPECT_TRUE(torch::allclose(
       lr_out.narrow(1, 0, 1),
