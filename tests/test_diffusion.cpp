@@ -532,6 +532,6 @@ TEST(LossWeighting, VlbLossAndInvalidCombinations) {
   expect_error(
       [&] { d.training_losses(out, x0, xt, t, noise, LossType::Vlb, LossWeighting::MinSnr5); },
       {"--loss-weighting min-snr-5", "--loss vlb"});
-  expect_error([] { loss_weights(LossWeighting::Vlb, Schedule::linear(10), PredictionType::V); },
+  expect_error([] { loss_weights(LossWeighting::Vlb, Schedule::linear(100), PredictionType::V); },
                {"--loss-weighting vlb"});
 }

@@ -439,7 +439,7 @@ TEST(Guidance, ClassListsAndErrors) {
   g.class_labels = torch::tensor({0L, 1L, 2L, 0L});
   g.guidance = 2.0;
   auto given = generate(cond, process, so, g, torch::kCPU);
-  g.class_labels = {};
+  g.class_labels = torch::Tensor();
   EXPECT_TRUE(torch::equal(generate(cond, process, so, g, torch::kCPU), given));
   g.class_labels = torch::tensor({1L, 1L, 1L, 1L});
   EXPECT_FALSE(torch::equal(generate(cond, process, so, g, torch::kCPU), given));
