@@ -5,16 +5,43 @@
 namespace diffuse {
 
 // One list of fields serves both directions of the JSON conversion.
-#define DIFFUSE_TRAIN_FIELDS(X)                                                                    \
-  X(data)                                                                                          \
-  X(image_size)                                                                                    \
-  X(flip)                                                                                          \
-  X(model)                                                                                         \
-  X(prediction) X(variance) X(loss) X(loss_weighting) X(schedule) X(timesteps) X(timestep_sampler) \
-      X(dropout) X(class_cond) X(label_dropout) X(steps) X(batch) X(lr) X(warmup) X(weight_decay)  \
-          X(grad_clip) X(ema_decay) X(ema_warmup) X(seed) X(time_limit) X(out) X(log_every)        \
-              X(sample_every) X(ckpt_every) X(keep) X(sample_n) X(sample_steps) X(device) X(bf16)  \
-                  X(threads)
+// clang-format off (it does not settle on one layout for this macro)
+#define DIFFUSE_TRAIN_FIELDS(X) \
+  X(data)                       \
+  X(image_size)                 \
+  X(flip)                       \
+  X(model)                      \
+  X(prediction)                 \
+  X(variance)                   \
+  X(loss)                       \
+  X(loss_weighting)             \
+  X(schedule)                   \
+  X(timesteps)                  \
+  X(timestep_sampler)           \
+  X(dropout)                    \
+  X(class_cond)                 \
+  X(label_dropout)              \
+  X(steps)                      \
+  X(batch)                      \
+  X(lr)                         \
+  X(warmup)                     \
+  X(weight_decay)               \
+  X(grad_clip)                  \
+  X(ema_decay)                  \
+  X(ema_warmup)                 \
+  X(seed)                       \
+  X(time_limit)                 \
+  X(out)                        \
+  X(log_every)                  \
+  X(sample_every)               \
+  X(ckpt_every)                 \
+  X(keep)                       \
+  X(sample_n)                   \
+  X(sample_steps)               \
+  X(device)                     \
+  X(bf16)                       \
+  X(threads)
+// clang-format on
 
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j;
