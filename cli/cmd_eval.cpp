@@ -129,6 +129,8 @@ int run_train_classifier(const Args& a) {
 int run_fd(const Args& a) {
   const auto device = setup_device(a);
   check(a.has("model") != a.has("samples"), "give exactly one of --model and --samples");
+  check(!a.has("class") || a.has("model"),
+        "--class needs --model (an .npy of samples has no labels)");
   const auto data = a.str("data");
   const auto classifier_dir = a.has("classifier") ? a.str("classifier") : default_classifier_dir();
   if (!classifier_exists(classifier_dir)) {
@@ -159,7 +161,7 @@ int run_fd(const Args& a) {
   const auto& ref = *ref_opt;
   const int64_t data_size = ref.image_size;
 
-  torch::Tensor images;
+  torch::Tensor images, labels;
   nlohmann::json meta = {{"metric", "fd-fmnist"}, {"data", data}, {"classifier", classifier_dir}};
   std::string spec;
   // One file per sampler setting, so a run's eval folder collects a comparison of samplers.
@@ -177,6 +179,12 @@ int run_fd(const Args& a) {
     g.batch = a.integer("batch");
     g.seed = static_cast<uint64_t>(a.integer("seed"));
     g.bf16 = autocast_bf16(precision_of(a, device));
+    g.guidance = a.number("guidance");
+    const int64_t classes = num_classes(lm.model->config());
+    if (a.has("class") || classes > 0)
+      labels =
+          cycle_labels(parse_class_list(a.has("class") ? a.str("class") : "all", classes), g.n);
+    g.class_labels = labels;
     check(g.n >= 2, "--n must be >= 2, got ", g.n);
     check(g.batch >= 1, "--batch must be >= 1, got ", g.batch);
     std::cerr << "diffuse: sampling " << g.n << " images from " << lm.description << " (" << so.kind
@@ -193,7 +201,13 @@ int run_fd(const Args& a) {
     meta["steps"] = so.steps;
     meta["eta"] = so.eta;
     meta["clip_x0"] = so.clip_x0;
-    name = "fd_" + so.kind + "-" + std::to_string(so.steps) + (so.clip_x0 ? "-clip" : "") + ".json";
+    name = "fd_" + so.kind + "-" + std::to_string(so.steps) + (so.clip_x0 ? "-clip" : "");
+    if (labels.defined()) {
+      meta["class"] = a.has("class") ? a.str("class") : "all";
+      meta["guidance"] = g.guidance;
+      name += "-class" + (a.has("class") ? a.str("class") : "all") + "-g" + a.str("guidance");
+    }
+    name += ".json";
     meta["seed"] = g.seed;
     meta["ema"] = !a.flag("no-ema");
   }
@@ -212,6 +226,14 @@ int run_fd(const Args& a) {
             << "(FD-FMNIST is not FID: it uses this classifier's features, not Inception's";
   if (s.n != ref.n_test) std::cout << "; it is biased upward at small N, so compare at equal N";
   std::cout << ")\n";
+  if (labels.defined()) {
+    // How often the classifier sees the class that was asked for (chance: 1 / classes).
+    auto predicted = classify(classifier, images).probs.argmax(1);
+    const double accuracy = predicted.eq(labels).to(torch::kFloat64).mean().item<double>();
+    std::cout << "class accuracy: " << fixed(100 * accuracy, 2)
+              << "% of the samples are classified as the class they were sampled for\n";
+    meta["class_accuracy"] = accuracy;
+  }
 
   meta["fd_fmnist"] = s.fd;
   meta["is_fmnist"] = s.is.mean;
@@ -318,6 +340,10 @@ Command eval_fd_command() {
       {"batch", "250", "samples per batch"},
       no_ema_option(),
       {"save-samples", "", "also write the generated samples to this .npy file"},
+      {"class", "",
+       "class-conditional models: sample class K, a list K1,K2,... or all (the default), image i "
+       "of the i mod m-th listed class; reports how often the classifier agrees"},
+      {"guidance", "1", "classifier-free guidance scale (as for diffuse sample)"},
       {"classifier", "", "classifier folder (default " + default_classifier_dir() + ")"},
       {"data", "fashion-mnist", "reference dataset (its test split)"},
       {"is-splits", "10", "IS-FMNIST is averaged over this many splits of the samples"},

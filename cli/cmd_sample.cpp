@@ -77,6 +77,7 @@ int run_sample(const Args& a) {
   g.batch = a.integer("batch");
   g.seed = static_cast<uint64_t>(a.integer("seed"));
   g.bf16 = autocast_bf16(precision_of(a, device));
+  g.guidance = a.number("guidance");
   if (a.has("init-noise")) {
     g.init_noise = load_npy(a.str("init-noise")).to(torch::kFloat32);
     if (g.init_noise.dim() == 3) g.init_noise = g.init_noise.unsqueeze(0);
@@ -89,11 +90,18 @@ int run_sample(const Args& a) {
     check(g.init_noise.size(0) == g.n, a.str("init-noise"), ": holds ", g.init_noise.size(0),
           " noise tensors but --n is ", g.n);
   }
+  int64_t columns = 0;  // one column per class when several are sampled
+  const int64_t classes = num_classes(lm.model->config());
+  if (a.has("class") || classes > 0) {
+    const auto list = parse_class_list(a.has("class") ? a.str("class") : "all", classes);
+    g.class_labels = cycle_labels(list, g.n);
+    if (list.size() > 1) columns = static_cast<int64_t>(list.size());
+  }
   std::cerr << "diffuse: sampling " << g.n << " images with " << kind << " (" << sopts.steps
             << " steps) from " << lm.description << "\n";
   auto images = generate(lm.model, lm.process, sopts, g, device);
   const auto out = a.str("out");
-  save_grid_png(out, images, grid_columns(g.n));
+  save_grid_png(out, images, columns > 0 ? columns : grid_columns(g.n));
   std::cout << "wrote " << out << " (" << g.n << " images)\n";
   if (a.has("save-npy")) {
     save_npy(a.str("save-npy"), images);
@@ -137,7 +145,12 @@ int run_sample(const Args& a) {
                    ? g.init_noise.narrow(0, 0, show).to(device)
                    : noise.randn({show, cfg.in_channels, cfg.sample_size, cfg.sample_size},
                                  torch::TensorOptions().device(device));
-    sample(*sampler, unet_denoiser(lm.model, g.bf16), x_T, noise, cb);
+    sample(
+        *sampler,
+        g.class_labels.defined()
+            ? guided_unet_denoiser(lm.model, g.class_labels.narrow(0, 0, show), g.guidance, g.bf16)
+            : unet_denoiser(lm.model, g.bf16),
+        x_T, noise, cb);
     std::vector<torch::Tensor> rows;
     for (int64_t j = 0; j < show; ++j) {
       rows.push_back(torch::stack(xs[j]));
@@ -230,7 +243,14 @@ Command sample_command() {
       "euler, heun and euler-a step between those timesteps' exact sigmas). Any sampler takes any\n"
       "spacing.\n"
       "The same --seed gives the same images: initial and per-step noise come from a seeded CPU\n"
-      "generator, so CPU and GPU agree up to float rounding.";
+      "generator, so CPU and GPU agree up to float rounding.\n"
+      "Class-conditional models (trained with --class-cond) sample with classifier-free guidance\n"
+      "(Ho & Salimans 2022) in diffusers' convention: out = out(null) + S (out(class) - "
+      "out(null)),\n"
+      "so --guidance 1 is the conditional model alone, 0 the unconditional one (the null class),\n"
+      "S > 1 strengthens the class; S other than 0 and 1 costs two network evaluations per step.\n"
+      "Image i has class K_(i mod m) of the m classes --class lists; with m > 1 the grid has one\n"
+      "column per class.";
   c.options = model_options();
   for (auto o : std::vector<Option>{
            {"sampler", "ddim", sampler_names()},
@@ -244,6 +264,9 @@ Command sample_command() {
            {"out-dir", "", "also write each image as a PNG into this folder"},
            {"save-npy", "", "also write the raw float32 samples in [-1, 1] (before quantisation)"},
            {"init-noise", "", "x_T from this .npy (N, C, H, W) instead of the seed"},
+           {"class", "",
+            "class-conditional models: class K, a list K1,K2,... or all (the default for them)"},
+           {"guidance", "1", "classifier-free guidance scale S (1: conditional, 0: unconditional)"},
            clip_x0_option(),
            {"trajectory", "", "also write a strip of x_t and predicted x_0 over the steps (PNG)"},
            {"trajectory-frames", "10", "columns in the trajectory strip"}})

@@ -41,10 +41,13 @@ void apply(TrainConfig& c, const Args& a, bool only_given) {
   if (want("prediction")) c.prediction = a.str("prediction");
   if (want("variance")) c.variance = a.str("variance");
   if (want("loss")) c.loss = a.str("loss");
+  if (want("loss-weighting")) c.loss_weighting = a.str("loss-weighting");
   if (want("schedule")) c.schedule = a.str("schedule");
   if (want("timesteps")) c.timesteps = a.integer("timesteps");
   if (want("timestep-sampler")) c.timestep_sampler = a.str("timestep-sampler");
   if (want("dropout")) c.dropout = a.number("dropout");
+  if (want("class-cond") && a.flag("class-cond")) c.class_cond = true;
+  if (want("label-dropout")) c.label_dropout = a.number("label-dropout");
   if (want("steps")) c.steps = a.integer("steps");
   if (want("batch")) c.batch = a.integer("batch");
   if (want("lr")) c.lr = a.number("lr");
@@ -133,7 +136,20 @@ Command train_command() {
       "script) sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT for each process.\n"
       "--batch stays the global batch (each rank takes its slice); gradients are averaged with\n"
       "Gloo (CPU) or NCCL (CUDA); rank 0 alone writes the run folder, and a run resumes at any\n"
-      "number of processes. GLOO_SOCKET_IFNAME picks the network interface across machines.";
+      "number of processes. GLOO_SOCKET_IFNAME picks the network interface across machines.\n"
+      "Loss weightings (Hang et al. 2023), with SNR_t = abar_t / (1 - abar_t), as a weight\n"
+      "lambda_t on the x_0 error: snr lambda_t = SNR_t (the eps-MSE whatever the network\n"
+      "predicts; the same as simple for epsilon), min-snr-5 lambda_t = min(SNR_t, 5), i.e. w_t =\n"
+      "min(SNR_t, 5)/SNR_t on the eps-MSE, min(SNR_t, 5) on the x0-MSE, min(SNR_t, 5)/(SNR_t + 1)\n"
+      "on the v-MSE; vlb: w_t = beta_t^2 / (2 sigma_t^2 alpha_t (1 - abar_t)) on the eps-MSE, "
+      "which\n"
+      "makes it the bound's KL term L_{t-1} (nats/dim, up to a constant) for the fixed variance\n"
+      "sigma_t^2 (fixed-small or fixed-large only).\n"
+      "Class conditioning (--class-cond): labels from the data; each is replaced by the null "
+      "class\n"
+      "with probability --label-dropout (from the run's seeded generator), so that `diffuse "
+      "sample\n"
+      "--class K --guidance S` can use classifier-free guidance.";
   c.options = {
       {"data", d.data, "dataset: fashion-mnist | mnist:DIR | idx:FILE | cifar10:DIR | folder:DIR"},
       {"out", d.out, "run folder to create"},
@@ -144,11 +160,21 @@ Command train_command() {
        true},
       {"prediction", d.prediction, "what the network predicts: epsilon | x0 | v"},
       {"variance", d.variance, "reverse variance: fixed-small | fixed-large | learned-range"},
-      {"loss", d.loss, "simple (L_simple) | hybrid (L_simple + 0.001 L_vlb, needs learned-range)"},
+      {"loss", d.loss,
+       "simple (L_simple) | hybrid (L_simple + 0.001 L_vlb, needs learned-range) | vlb (the "
+       "bound's term L_t: KL, decoder NLL at t = 0)"},
+      {"loss-weighting", d.loss_weighting,
+       "weight w_t of the MSE: simple (1) | snr | min-snr-5 | vlb (see below)"},
       {"schedule", d.schedule, "noise schedule: linear | cosine"},
       {"timesteps", text(d.timesteps), "diffusion steps T"},
       {"timestep-sampler", d.timestep_sampler, "uniform | loss-second-moment"},
       {"dropout", text(d.dropout), "dropout (< 0 = the model config's value)"},
+      {"class-cond", "",
+       "class-conditional model (labelled data): num_class_embeds = classes + 1, the last the null "
+       "class",
+       true},
+      {"label-dropout", text(d.label_dropout),
+       "with --class-cond: probability of training on the null class instead of the label"},
       {"steps", text(d.steps), "total optimisation steps to reach"},
       {"batch", text(d.batch), "batch size (the global batch: all processes together)"},
       {"lr", text(d.lr), "AdamW learning rate"},

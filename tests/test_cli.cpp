@@ -179,6 +179,57 @@ TEST_F(Cli, EvalFdScoresSampleFilesIntoTheirOwnFile) {
   EXPECT_NE(r.output.find("absent.npy"), std::string::npos) << r.output;
 }
 
+// A class-conditional model end to end: trained a few steps on a labelled idx dataset with label
+// dropout and a loss weighting, then sampled for one class with guidance and for every class (one
+// grid column per class); --class on an unconditional model or out of range is refused.
+TEST_F(Cli, ClassConditionalTrainAndGuidedSampling) {
+  torch::manual_seed(2);
+  const int64_t n = 12;
+  auto img = (torch::rand({n, 16, 16}) * 255).to(torch::kUInt8).contiguous();
+  std::string images = {0, 0, 8, 3}, labels = {0, 0, 8, 1};
+  for (int64_t d : {n, int64_t{16}, int64_t{16}})
+    for (int s = 24; s >= 0; s -= 8) images.push_back(static_cast<char>((d >> s) & 0xff));
+  images.append(reinterpret_cast<const char*>(img.data_ptr<uint8_t>()), img.numel());
+  for (int s = 24; s >= 0; s -= 8) labels.push_back(static_cast<char>((n >> s) & 0xff));
+  for (int64_t i = 0; i < n; ++i) labels.push_back(static_cast<char>(i % 3));
+  write_file_atomic(root_ + "/images-idx3-ubyte", images);
+  write_file_atomic(root_ + "/labels-idx1-ubyte", labels);
+  const auto run_dir = root_ + "/cond";
+  auto r = run("train --data idx:" + root_ + "/images-idx3-ubyte --model tiny-test --class-cond " +
+               "--label-dropout 0.2 --loss-weighting min-snr-5 --steps 3 --batch 4 --warmup 0 " +
+               "--sample-every 0 --ckpt-every 0 --out " + run_dir + " --device cpu --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  r = run("sample --model " + run_dir + " --class 1 --guidance 3 --steps 3 --n 2 --out " + root_ +
+          "/one.png --save-npy " + root_ + "/one.npy --device cpu --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto one = load_npy(root_ + "/one.npy");
+  EXPECT_EQ(one.sizes(), (std::vector<int64_t>{2, 1, 16, 16}));
+  EXPECT_TRUE(torch::isfinite(one).all().item<bool>());
+  r = run("sample --model " + run_dir + " --class all --steps 2 --n 6 --out " + root_ +
+          "/all.png --save-npy " + root_ + "/all.npy --device cpu --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto all = load_npy(root_ + "/all.npy");
+  EXPECT_TRUE(torch::equal(load_image(root_ + "/all.png", 1), make_grid(all, 3)));
+  // Another guidance scale changes the samples; the same one reproduces them.
+  r = run("sample --model " + run_dir + " --class 1 --guidance 0 --steps 3 --n 2 --out " + root_ +
+          "/zero.png --save-npy " + root_ + "/zero.npy --device cpu --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_FALSE(torch::equal(load_npy(root_ + "/zero.npy"), one));
+
+  r = run("sample --model " + run_dir + " --class 3 --steps 2 --out " + root_ +
+          "/x.png --device cpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--class 3 is out of range"), std::string::npos) << r.output;
+  r = run("sample --model " + model_ + " --class 1 --steps 2 --out " + root_ +
+          "/x.png --device cpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("not class-conditional"), std::string::npos) << r.output;
+  r = run("train --data idx:" + root_ + "/images-idx3-ubyte --model tiny-test --steps 1 " +
+          "--loss-weighting min-snr --out " + root_ + "/bad --device cpu");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--loss-weighting"), std::string::npos) << r.output;
+}
+
 TEST_F(Cli, HelpDocumentsEveryCommand) {
   auto r = run("--help");
   EXPECT_EQ(r.status, 0);
@@ -199,4 +250,7 @@ TEST_F(Cli, HelpDocumentsEveryCommand) {
         "Lu et al. 2022 Algorithm 2", "Karras et al. 2022 (EDM) Algorithm 1", "2N - 1",
         "sample_euler_ancestral", "karras"})
     EXPECT_NE(s.output.find(part), std::string::npos) << part << "\n" << s.output;
+  EXPECT_NE(t.output.find("--loss-weighting"), std::string::npos) << t.output;
+  EXPECT_NE(t.output.find("--label-dropout"), std::string::npos) << t.output;
+  EXPECT_NE(s.output.find("out(null) + S (out(class) - out(null))"), std::string::npos) << s.output;
 }

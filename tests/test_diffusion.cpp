@@ -378,3 +378,160 @@ TEST(GaussianDiffusion, ExtractGathersPerSampleOnTheInputDtype) {
   EXPECT_FLOAT_EQ(e[1][0][0][0].item<float>(), static_cast<float>(sch.betas[500]));
   EXPECT_FLOAT_EQ(e[2][0][0][0].item<float>(), 0.02f);
 }
+
+namespace {
+
+// sigma_t^2 of p(x_{t-1} | x_t) computed here from the betas alone: beta~_t = beta_t (1 -
+// abar_{t-1}) / (1 - abar_t) (fixed-small) or beta_t (fixed-large), both with beta~_1 at t = 0.
+std::vector<double> reverse_variance_from_betas(const std::vector<double>& betas, bool large) {
+  const size_t T = betas.size();
+  std::vector<double> abar(T), var(T);
+  double prod = 1;
+  for (size_t t = 0; t < T; ++t) abar[t] = prod *= 1 - betas[t];
+  for (size_t t = 1; t < T; ++t)
+    var[t] = large ? betas[t] : betas[t] * (1 - abar[t - 1]) / (1 - abar[t]);
+  var[0] = betas[1] * (1 - abar[0]) / (1 - abar[1]);
+  return var;
+}
+
+}  // namespace
+
+// Each weighting against its formula, recomputed here in float64 from the betas (not from the
+// schedule's tables), for every prediction type, both schedules and both fixed variances.
+TEST(LossWeighting, EachWeightMatchesItsFormula) {
+  for (const std::string name : {"linear", "cosine"}) {
+    auto sch = Schedule::by_name(name, 1000);
+    std::vector<double> abar(1000);
+    double prod = 1;
+    for (size_t t = 0; t < 1000; ++t) abar[t] = prod *= 1 - sch.betas[t];
+    for (auto v : {VarianceType::FixedSmall, VarianceType::FixedLarge}) {
+      const auto var = reverse_variance_from_betas(sch.betas, v == VarianceType::FixedLarge);
+      for (auto p : {PredictionType::Epsilon, PredictionType::Sample, PredictionType::V}) {
+        GaussianDiffusion d(sch, p, v);
+        // Converts a weight on the x_0 error into one on the target's error.
+        auto on_target = [&](double lambda, double snr) {
+          return p == PredictionType::Epsilon  ? lambda / snr
+                 : p == PredictionType::Sample ? lambda
+                                               : lambda / (snr + 1);
+        };
+        for (size_t t = 0; t < 1000; t += 37) {
+          const double snr = abar[t] / (1 - abar[t]);
+          const double beta = sch.betas[t];
+          const double vlb_eps = beta * beta / (2 * var[t] * (1 - beta) * (1 - abar[t]));
+          const std::pair<LossWeighting, double> expected[] = {
+              {LossWeighting::Simple, 1.0},
+              {LossWeighting::Snr, on_target(snr, snr)},
+              {LossWeighting::MinSnr5, on_target(std::min(snr, 5.0), snr)},
+              {LossWeighting::Vlb, on_target(vlb_eps * snr, snr)}};
+          for (const auto& [w, value] : expected)
+            EXPECT_NEAR(d.loss_weight_table(w)[t], value, 1e-10 * value)
+                << name << " " << to_string(v) << " " << to_string(p) << " " << to_string(w)
+                << " t=" << t;
+        }
+      }
+    }
+  }
+  // Spot values: min-snr-5 for eps is 5/SNR where SNR > 5 and 1 below; snr for an eps model is 1.
+  GaussianDiffusion d(Schedule::linear(1000));
+  EXPECT_LT(d.loss_weight_table(LossWeighting::MinSnr5)[0], 1e-3);
+  EXPECT_DOUBLE_EQ(d.loss_weight_table(LossWeighting::MinSnr5)[999], 1.0);
+  EXPECT_DOUBLE_EQ(d.loss_weight_table(LossWeighting::Snr)[500], 1.0);
+}
+
+TEST(LossWeighting, TrainingLossIsTheWeightedMse) {
+  torch::manual_seed(8);
+  auto sch = Schedule::cosine(1000);
+  GaussianDiffusion d(sch, PredictionType::V);
+  auto x0 = torch::rand({4, 1, 3, 3}, torch::kFloat64) * 2 - 1;
+  auto noise = torch::randn_like(x0);
+  auto t = torch::tensor({0L, 100L, 600L, 999L});
+  auto xt = d.q_sample(x0, t, noise);
+  auto out = torch::randn_like(x0);
+  auto plain = d.training_losses(out, x0, xt, t, noise, LossType::Simple);
+  for (auto w : {LossWeighting::Snr, LossWeighting::MinSnr5, LossWeighting::Vlb}) {
+    auto weighted = d.training_losses(out, x0, xt, t, noise, LossType::Simple, w);
+    EXPECT_TRUE(torch::equal(weighted.mse, plain.mse));
+    for (int64_t i = 0; i < 4; ++i)
+      EXPECT_NEAR(weighted.loss[i].item<double>(),
+                  d.loss_weight_table(w)[t[i].item<int64_t>()] * plain.mse[i].item<double>(),
+                  1e-12 * weighted.loss[i].item<double>());
+  }
+}
+
+// The vlb weight turns the eps-MSE into the KL term L_{t-1} (up to the variance mismatch C_t, 0
+// for fixed-small), checked against normal_kl of the process's own posterior and reverse step, for
+// any prediction type (the weight is expressed on the target the network predicts).
+TEST(LossWeighting, VlbWeightedMseIsTheKlTerm) {
+  torch::manual_seed(9);
+  auto sch = Schedule::linear(1000);
+  auto x0 = torch::rand({5, 2, 3, 3}, torch::kFloat64) * 2 - 1;
+  auto noise = torch::randn_like(x0);
+  auto t = torch::tensor({1L, 2L, 50L, 500L, 999L});
+  for (auto v : {VarianceType::FixedSmall, VarianceType::FixedLarge}) {
+    const auto var = reverse_variance_from_betas(sch.betas, v == VarianceType::FixedLarge);
+    for (auto p : {PredictionType::Epsilon, PredictionType::Sample, PredictionType::V}) {
+      GaussianDiffusion d(sch, p, v);
+      auto xt = d.q_sample(x0, t, noise);
+      auto out = torch::randn_like(x0);
+      auto q = d.q_posterior_mean_variance(x0, xt, t);
+      auto pm = d.p_mean_variance(out, xt, t);
+      auto kl = mean_flat(normal_kl(q.mean, q.log_variance, pm.mean, pm.log_variance));  // nats
+      auto weighted =
+          d.training_losses(out, x0, xt, t, noise, LossType::Simple, LossWeighting::Vlb).loss;
+      // KL in bits from the bound's own term, too.
+      auto vb = d.vb_terms_bpd(out, x0, xt, t) * std::log(2.0);
+      for (int64_t i = 0; i < 5; ++i) {
+        const auto ti = t[i].item<int64_t>();
+        const double tilde =
+            sch.betas[ti] * (1 - sch.alphas_cumprod[ti - 1]) / (1 - sch.alphas_cumprod[ti]);
+        const double r = tilde / var[ti];
+        const double c = 0.5 * (r - 1 - std::log(r));
+        EXPECT_NEAR(weighted[i].item<double>() + c, kl[i].item<double>(),
+                    1e-9 * kl[i].item<double>())
+            << to_string(v) << " " << to_string(p) << " t=" << ti;
+        EXPECT_NEAR(vb[i].item<double>(), kl[i].item<double>(), 1e-9 * kl[i].item<double>());
+      }
+    }
+  }
+  // At t = 0 the weight gives the Gaussian decoder's quadratic term ||x_0 - mu||^2 / (2 sigma_0^2).
+  GaussianDiffusion d(sch);
+  auto t0 = torch::zeros({5}, torch::kLong);
+  auto xt = d.q_sample(x0, t0, noise);
+  auto out = torch::randn_like(x0);
+  auto pm = d.p_mean_variance(out, xt, t0);
+  auto quad =
+      mean_flat((x0 - pm.mean).pow(2)) / (2 * std::exp(sch.posterior_log_variance_clipped[0]));
+  auto weighted =
+      d.training_losses(out, x0, xt, t0, noise, LossType::Simple, LossWeighting::Vlb).loss;
+  EXPECT_TRUE(torch::allclose(weighted, quad, 1e-9, 0));
+}
+
+TEST(LossWeighting, VlbLossAndInvalidCombinations) {
+  torch::manual_seed(10);
+  auto sch = Schedule::linear(1000);
+  GaussianDiffusion d(sch, PredictionType::Epsilon, VarianceType::LearnedRange);
+  auto x0 = torch::rand({4, 1, 3, 3}, torch::kFloat64) * 2 - 1;
+  auto noise = torch::randn_like(x0);
+  auto t = torch::tensor({0L, 3L, 500L, 999L});
+  auto xt = d.q_sample(x0, t, noise);
+  auto out = torch::randn({4, 2, 3, 3}, torch::kFloat64).requires_grad_(true);
+  // --loss vlb: the bound's term, decoder NLL at t = 0 included, and both halves of the output
+  // train (no stop-gradient as in the hybrid loss).
+  auto vlb = d.training_losses(out, x0, xt, t, noise, LossType::Vlb);
+  EXPECT_TRUE(torch::equal(vlb.loss, vlb.vb));
+  EXPECT_TRUE(torch::allclose(vlb.loss, d.vb_terms_bpd(out, x0, xt, t), 1e-12, 0));
+  vlb.loss.sum().backward();
+  EXPECT_GT(out.grad().narrow(1, 0, 1).abs().sum().item<double>(), 0.0);
+  EXPECT_GT(out.grad().narrow(1, 1, 1).abs().sum().item<double>(), 0.0);
+  EXPECT_EQ(parse_loss_type("vlb"), LossType::Vlb);
+
+  expect_error([] { parse_loss_weighting("snr-5"); }, {"--loss-weighting", "snr-5"});
+  expect_error([] { parse_loss_type("elbo"); }, {"--loss", "elbo"});
+  // vlb weighting needs a fixed variance; the vlb loss takes no weighting.
+  expect_error([&] { d.loss_weight_table(LossWeighting::Vlb); }, {"--loss-weighting vlb", "fixed"});
+  expect_error(
+      [&] { d.training_losses(out, x0, xt, t, noise, LossType::Vlb, LossWeighting::MinSnr5); },
+      {"--loss-weighting min-snr-5", "--loss vlb"});
+  expect_error([] { loss_weights(LossWeighting::Vlb, Schedule::linear(100), PredictionType::V); },
+               {"--loss-weighting vlb"});
+}

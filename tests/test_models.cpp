@@ -452,3 +452,71 @@ TEST(UNetForward, LowerPrecisionFollowsTheInputDtype) {
   EXPECT_EQ(out.scalar_type(), torch::kBFloat16);
   EXPECT_LT(rel_err(out, ref), 0.1);
 }
+
+// diffusers' UNet2DModel adds class_embedding(labels) to the output of the time embedding MLP:
+// emb = time_embedding(t_proj) + class_embedding(y). By hand: a conditional model with label k
+// computes what the unconditional model with the same weights computes when row k of the class
+// table is added to the bias of time_embedding.linear_2 (the MLP's last layer).
+TEST(UNetForward, ClassEmbeddingIsAddedToTheTimeEmbedding) {
+  auto cfg = diffuse::preset_config("tiny-test");
+  torch::manual_seed(4);
+  UNet2DModel plain(cfg);
+  cfg.num_class_embeds = 4;
+  UNet2DModel cond(cfg);
+  torch::NoGradGuard no_grad;
+  {
+    auto dst = diffuse::state_dict(*cond);
+    for (const auto& [name, t] : diffuse::state_dict(*plain)) dst.at(name).copy_(t);
+  }
+  ASSERT_EQ(cond->class_embedding->weight.sizes(), (std::vector<int64_t>{4, cfg.time_embed_dim()}));
+  plain->eval();
+  cond->eval();
+  auto x = torch::randn({1, 1, 16, 16});
+  auto t = torch::tensor({321});
+  auto bias = plain->time_embedding->linear_2->bias;
+  const auto original = bias.clone();
+  for (int64_t k : {0, 3}) {
+    bias.copy_(original + cond->class_embedding->weight[k]);
+    auto by_hand = plain->forward(x, t);
+    auto conditional = cond->forward(x, t, torch::tensor({k}));
+    EXPECT_TRUE(torch::allclose(conditional, by_hand, 1e-5, 1e-6)) << "class " << k;
+  }
+  bias.copy_(original);
+  EXPECT_FALSE(torch::allclose(cond->forward(x, t, torch::tensor({int64_t{0}})),
+                               cond->forward(x, t, torch::tensor({int64_t{3}}))));
+}
+
+// class_embedding.weight travels under diffusers' key, and num_class_embeds in config.json.
+TEST(UNetWeights, ClassConditionalRoundTrip) {
+  TempDir tmp;
+  auto cfg = diffuse::preset_config("tiny-test");
+  cfg.num_class_embeds = 11;
+  torch::manual_seed(5);
+  UNet2DModel model(cfg);
+  model->eval();
+  const std::string dir = (tmp.path / "unet").string();
+  diffuse::save_diffusers_dir(*model, dir);
+  auto file = diffuse::load_safetensors(dir + "/diffusion_pytorch_model.safetensors");
+  ASSERT_TRUE(file.tensors.count("class_embedding.weight"));
+  EXPECT_EQ(file.tensors.at("class_embedding.weight").sizes(),
+            (std::vector<int64_t>{11, cfg.time_embed_dim()}));
+  auto j = read_json(dir + "/config.json");
+  EXPECT_EQ(j.at("num_class_embeds"), 11);
+  EXPECT_TRUE(j.at("class_embed_type").is_null());
+  auto loaded = diffuse::load_diffusers_dir(dir);
+  loaded->eval();
+  EXPECT_EQ(loaded->config().num_class_embeds, 11);
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({2, 1, 16, 16});
+  auto t = torch::tensor({5, 500});
+  auto y = torch::tensor({2, 10});
+  EXPECT_TRUE(torch::equal(model->forward(x, t, y), loaded->forward(x, t, y)));
+  // Without the class table the weights do not load into the conditional model, and vice versa.
+  auto unconditional = tiny_model();
+  auto weights = file.tensors;
+  EXPECT_TRUE(contains(error_of([&] { diffuse::load_state_dict(*unconditional, weights, dir); }),
+                       "class_embedding.weight"));
+  weights.erase("class_embedding.weight");
+  EXPECT_TRUE(contains(error_of([&] { diffuse::load_state_dict(*loaded, weights, dir); }),
+                       "class_embedding.weight"));
+}

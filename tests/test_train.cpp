@@ -18,6 +18,7 @@
 #include "diffuse/train/ema.h"
 #include "diffuse/train/generate.h"
 #include "diffuse/train/trainer.h"
+#include "support.h"
 
 namespace fs = std::filesystem;
 using namespace diffuse;
@@ -44,6 +45,14 @@ std::string write_idx_images(const std::string& dir, int64_t n, int64_t size, ui
   const auto path = dir + "/images-idx3-ubyte";
   write_file_atomic(path, bytes);
   return path;
+}
+
+// The labels file idx: finds beside write_idx_images' images: label i = i mod classes.
+void write_idx_labels(const std::string& dir, int64_t n, int64_t classes) {
+  std::string bytes = {0, 0, 8, 1};
+  for (int s = 24; s >= 0; s -= 8) bytes.push_back(static_cast<char>((n >> s) & 0xff));
+  for (int64_t i = 0; i < n; ++i) bytes.push_back(static_cast<char>(i % classes));
+  write_file_atomic(dir + "/labels-idx1-ubyte", bytes);
 }
 
 TrainConfig tiny_config(const std::string& run, const std::string& images, int64_t steps) {
@@ -339,4 +348,149 @@ TEST(Generate, GivenDenoiserAndGraphFallbackMatchTheEagerForward) {
   };
   EXPECT_TRUE(torch::equal(generate(model, process, so, g, cpu), eager));
   EXPECT_EQ(calls, 8);  // 4 steps for each of the two batches
+}
+
+// Label dropout by Monte Carlo: with n = 200,000 draws at p = 0.1 the fraction of null labels has
+// standard deviation sqrt(p (1 - p) / n) = 0.00067; the tolerance is 5 of them. Kept labels are
+// unchanged, and the same seed gives the same draws.
+TEST(LabelDropout, RateMatchesAndIsReproducible) {
+  const int64_t n = 200000, null_class = 10;
+  auto y = torch::arange(n, torch::kInt64).remainder(10);
+  auto gen = at::detail::createCPUGenerator(42);
+  auto dropped = drop_labels(y, null_class, 0.1, gen);
+  auto is_null = dropped.eq(null_class);
+  const double rate = is_null.to(torch::kFloat64).mean().item<double>();
+  EXPECT_NEAR(rate, 0.1, 5 * std::sqrt(0.1 * 0.9 / n));
+  EXPECT_TRUE(torch::equal(dropped.masked_select(is_null.logical_not()),
+                           y.masked_select(is_null.logical_not())));
+  auto again = at::detail::createCPUGenerator(42);
+  EXPECT_TRUE(torch::equal(drop_labels(y, null_class, 0.1, again), dropped));
+  auto other = at::detail::createCPUGenerator(43);
+  EXPECT_FALSE(torch::equal(drop_labels(y, null_class, 0.1, other), dropped));
+  EXPECT_TRUE(torch::equal(drop_labels(y, null_class, 0.0, gen), y));
+  EXPECT_TRUE(drop_labels(y, null_class, 0.5, gen).eq(null_class).any().item<bool>());
+}
+
+// A class-conditional run: num_class_embeds = classes + 1, the options in config.json, label
+// dropout and a loss weighting in the step, and a resume that continues bit-exactly (the dropout
+// draws come from the run's generator, whose state the checkpoint holds).
+TEST(Trainer, ClassConditionalRunResumesBitExactly) {
+  const auto dir = temp_dir("classcond");
+  const auto size = model_config_from_spec("tiny-test").sample_size;
+  const auto images = write_idx_images(dir, 24, size, 1);
+  write_idx_labels(dir, 24, 3);
+  auto conditional = [&](const std::string& run, int64_t steps) {
+    auto c = tiny_config(run, images, steps);
+    c.class_cond = true;
+    c.label_dropout = 0.3;
+    c.loss_weighting = "min-snr-5";
+    return c;
+  };
+  Trainer straight(conditional(dir + "/straight", 8));
+  EXPECT_EQ(straight.model()->config().num_class_embeds, 4);
+  straight.run(false);
+  auto j = nlohmann::json::parse(read_file(dir + "/straight/config.json"));
+  EXPECT_EQ(j.at("class_cond"), true);
+  EXPECT_EQ(j.at("label_dropout"), 0.3);
+  EXPECT_EQ(j.at("loss_weighting"), "min-snr-5");
+  {
+    Trainer first(conditional(dir + "/split", 4));
+    first.run(false);
+  }
+  auto second = Trainer::resume(dir + "/split", [](TrainConfig& c) { c.steps = 8; });
+  second->run(false);
+  expect_same_weights(state_dict(*straight.model()), state_dict(*second->model()));
+  // The saved model loads with its class table.
+  auto lm = load_model(dir + "/straight", torch::kCPU);
+  EXPECT_EQ(lm.model->config().num_class_embeds, 4);
+  EXPECT_EQ(num_classes(lm.model->config()), 3);
+  EXPECT_EQ(null_class(lm.model->config()), 3);
+
+  // Data without labels, and bad options, are refused with the option named.
+  const auto unlabelled = temp_dir("unlabelled");
+  auto c = tiny_config(unlabelled + "/run", write_idx_images(unlabelled, 8, size, 1), 2);
+  c.class_cond = true;
+  diffuse::testing::expect_error([&] { Trainer{c}; }, {"--class-cond", "no labels"});
+  c = conditional(dir + "/bad", 2);
+  c.label_dropout = 1.0;
+  diffuse::testing::expect_error([&] { Trainer{c}; }, {"--label-dropout"});
+  c = conditional(dir + "/bad", 2);
+  c.loss_weighting = "uniform";
+  diffuse::testing::expect_error([&] { Trainer{c}; }, {"--loss-weighting", "uniform"});
+  c.loss_weighting = "vlb";
+  c.variance = "learned-range";
+  diffuse::testing::expect_error([&] { Trainer{c}; }, {"--loss-weighting vlb", "fixed"});
+  c.variance = "fixed-small";
+  c.loss = "vlb";
+  diffuse::testing::expect_error([&] { Trainer{c}; }, {"--loss vlb", "--loss-weighting"});
+  remove_tree(dir);
+  remove_tree(unlabelled);
+}
+
+// Classifier-free guidance as a denoiser: scale 0 is the model with the null class and scale 1
+// the model with the label, exactly; any other scale is eps_null + s (eps_class - eps_null) from
+// one doubled batch; a learned variance comes from the conditional output.
+TEST(Guidance, ScalesZeroAndOneAreTheNullAndConditionalModels) {
+  auto cfg = preset_config("tiny-test");
+  cfg.num_class_embeds = 4;  // 3 classes and the null class
+  torch::manual_seed(6);
+  UNet2DModel model(cfg);
+  model->eval();
+  torch::NoGradGuard no_grad;
+  auto x = torch::randn({3, 1, 16, 16});
+  auto labels = torch::tensor({0L, 2L, 1L});
+  const int64_t t = 400;
+  auto tt = torch::full({3}, t, torch::kLong);
+  auto with_null = model->forward(x, tt, torch::full({3}, 3, torch::kLong));
+  auto with_label = model->forward(x, tt, labels);
+  EXPECT_TRUE(torch::equal(guided_unet_denoiser(model, labels, 0.0, false)(x, t), with_null));
+  EXPECT_TRUE(torch::equal(guided_unet_denoiser(model, labels, 1.0, false)(x, t), with_label));
+  auto guided = guided_unet_denoiser(model, labels, 2.5, false)(x, t);
+  EXPECT_TRUE(torch::allclose(guided, with_null + 2.5 * (with_label - with_null), 1e-5, 1e-5));
+  EXPECT_FALSE(torch::allclose(guided, with_label, 1e-3, 1e-3));
+
+  auto lr_cfg = with_learned_variance(cfg);
+  UNet2DModel lr(lr_cfg);
+  lr->eval();
+  auto lr_out = guided_unet_denoiser(lr, labels, 3.0, false)(x, t);
+  auto lr_label = lr->forward(x, tt, labels),
+       lr_null = lr->forward(x, tt, torch::full({3}, 3, torch::kLong));
+  EXPECT_TRUE(torch::allclose(lr_out.narrow(1, 1, 1), lr_label.narrow(1, 1, 1), 1e-5, 1e-5));
+  EXPECT_TRUE(torch::allclose(
+      lr_out.narrow(1, 0, 1),
+      lr_null.narrow(1, 0, 1) + 3.0 * (lr_label.narrow(1, 0, 1) - lr_null.narrow(1, 0, 1)), 1e-5,
+      1e-5));
+}
+
+TEST(Guidance, ClassListsAndErrors) {
+  EXPECT_EQ(parse_class_list("all", 3), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(parse_class_list("2,0", 3), (std::vector<int64_t>{2, 0}));
+  EXPECT_TRUE(torch::equal(cycle_labels({2, 0}, 5), torch::tensor({2L, 0L, 2L, 0L, 2L})));
+  diffuse::testing::expect_error([] { parse_class_list("3", 3); }, {"--class 3", "3 classes"});
+  diffuse::testing::expect_error([] { parse_class_list("1,x", 3); }, {"--class", "'x'"});
+  diffuse::testing::expect_error([] { parse_class_list("0", 0); },
+                                 {"--class", "not class-conditional"});
+
+  // generate: labels on an unconditional model are refused; a conditional model without labels
+  // samples every class in turn, which is what labels 0, 1, 2, 0 give.
+  torch::manual_seed(7);
+  UNet2DModel plain(preset_config("tiny-test"));
+  ProcessConfig process;
+  const auto so = sampler_options(process, "ddim", 3);
+  GenerateOptions g;
+  g.n = 4;
+  g.progress = false;
+  g.class_labels = torch::tensor({0L, 1L, 0L, 1L});
+  diffuse::testing::expect_error([&] { generate(plain, process, so, g, torch::kCPU); },
+                                 {"--class", "not class-conditional"});
+  auto cfg = preset_config("tiny-test");
+  cfg.num_class_embeds = 4;
+  UNet2DModel cond(cfg);
+  g.class_labels = torch::tensor({0L, 1L, 2L, 0L});
+  g.guidance = 2.0;
+  auto given = generate(cond, process, so, g, torch::kCPU);
+  g.class_labels = torch::Tensor();
+  EXPECT_TRUE(torch::equal(generate(cond, process, so, g, torch::kCPU), given));
+  g.class_labels = torch::tensor({1L, 1L, 1L, 1L});
+  EXPECT_FALSE(torch::equal(generate(cond, process, so, g, torch::kCPU), given));
 }

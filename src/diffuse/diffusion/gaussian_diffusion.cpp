@@ -29,11 +29,20 @@ std::string to_string(VarianceType v) {
 LossType parse_loss_type(const std::string& name) {
   if (name == "simple" || name == "mse") return LossType::Simple;
   if (name == "hybrid") return LossType::Hybrid;
-  fail("loss: unknown '", name, "' (expected simple or hybrid)");
+  if (name == "vlb" || name == "kl") return LossType::Vlb;
+  fail("--loss: unknown '", name, "' (expected simple, hybrid or vlb)");
 }
 
 std::string to_string(LossType l) {
-  return l == LossType::Simple ? "simple" : "hybrid";
+  switch (l) {
+    case LossType::Simple:
+      return "simple";
+    case LossType::Hybrid:
+      return "hybrid";
+    case LossType::Vlb:
+      return "vlb";
+  }
+  return "?";
 }
 
 GaussianDiffusion::GaussianDiffusion(Schedule schedule, PredictionType prediction,
@@ -48,6 +57,25 @@ GaussianDiffusion::GaussianDiffusion(Schedule schedule, PredictionType predictio
     large_variance_[t] = (t == 0 && T > 1) ? schedule_.posterior_variance[1] : schedule_.betas[t];
     large_log_variance_[t] = std::log(large_variance_[t]);
   }
+  // sigma_t^2 of p(x_{t-1} | x_t) as p_mean_variance uses it, for the vlb weighting.
+  std::vector<double> fixed_variance;
+  if (variance_ == VarianceType::FixedLarge) fixed_variance = large_variance_;
+  if (variance_ == VarianceType::FixedSmall)
+    for (double lv : schedule_.posterior_log_variance_clipped)
+      fixed_variance.push_back(std::exp(lv));
+  for (auto w : {LossWeighting::Simple, LossWeighting::Snr, LossWeighting::MinSnr5})
+    loss_weight_tables_[static_cast<size_t>(w)] = loss_weights(w, schedule_, prediction_);
+  if (!fixed_variance.empty())
+    loss_weight_tables_[static_cast<size_t>(LossWeighting::Vlb)] =
+        loss_weights(LossWeighting::Vlb, schedule_, prediction_, fixed_variance);
+}
+
+const std::vector<double>& GaussianDiffusion::loss_weight_table(LossWeighting weighting) const {
+  const auto& table = loss_weight_tables_.at(static_cast<size_t>(weighting));
+  check(!table.empty(), "--loss-weighting ", to_string(weighting),
+        " needs a fixed reverse variance (--variance fixed-small or fixed-large), not ",
+        to_string(variance_));
+  return table;
 }
 
 int64_t GaussianDiffusion::model_output_channels(int64_t data_channels) const {
@@ -158,25 +186,35 @@ torch::Tensor GaussianDiffusion::prior_bpd(const torch::Tensor& x0) const {
 TrainingLosses GaussianDiffusion::training_losses(const torch::Tensor& model_output,
                                                   const torch::Tensor& x0, const torch::Tensor& x_t,
                                                   const torch::Tensor& t,
-                                                  const torch::Tensor& noise, LossType loss) const {
+                                                  const torch::Tensor& noise, LossType loss,
+                                                  LossWeighting weighting) const {
   const int64_t C = x_t.size(1);
   check(model_output.size(1) == model_output_channels(C), "model output has ", model_output.size(1),
         " channels, the process expects ", model_output_channels(C));
-  check(loss == LossType::Simple || variance_ == VarianceType::LearnedRange,
+  check(loss != LossType::Hybrid || variance_ == VarianceType::LearnedRange,
         "--loss hybrid needs --variance learned-range (the hybrid loss trains the variance)");
+  check(loss != LossType::Vlb || weighting == LossWeighting::Simple, "--loss-weighting ",
+        to_string(weighting), " weights the MSE of --loss simple or hybrid; --loss vlb trains ",
+        "on the bound itself and takes --loss-weighting simple");
   const auto pred = model_output.narrow(1, 0, C);
   const auto a = extract(schedule_.sqrt_alphas_cumprod, t, x0);
   const auto s = extract(schedule_.sqrt_one_minus_alphas_cumprod, t, x0);
   const auto target = prediction_target(prediction_, x0, noise, a, s);
   TrainingLosses out;
   out.mse = mean_flat((target - pred.to(target.scalar_type())).pow(2));
-  out.loss = out.mse;
-  if (loss == LossType::Hybrid) {
+  out.loss = weighting == LossWeighting::Simple
+                 ? out.mse
+                 : out.mse * extract(loss_weight_table(weighting), t, out.mse);
+  if (loss == LossType::Vlb) {
+    // Every output channel trains through the bound: the mean and, if learned, the variance.
+    out.vb = vb_terms_bpd(model_output.to(x0.scalar_type()), x0, x_t, t);
+    out.loss = out.vb;
+  } else if (loss == LossType::Hybrid) {
     // L_vlb trains only the variance: the mean's gradient comes from L_simple alone.
     auto frozen = torch::cat({pred.detach(), model_output.narrow(1, C, C)}, 1);
     out.vb = vb_terms_bpd(frozen.to(x0.scalar_type()), x0, x_t, t);
     // lambda = 0.001 on L_vlb = T E_t[L_t]: the per-sample term is scaled by T / 1000.
-    out.loss = out.mse + out.vb * (static_cast<double>(num_timesteps()) / 1000.0);
+    out.loss = out.loss + out.vb * (static_cast<double>(num_timesteps()) / 1000.0);
   }
   return out;
 }

@@ -5,12 +5,14 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <array>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "diffuse/diffusion/losses.h"
 #include "diffuse/diffusion/prediction.h"
 #include "diffuse/diffusion/schedule.h"
 
@@ -23,9 +25,11 @@ enum class VarianceType { FixedSmall, FixedLarge, LearnedRange };
 VarianceType parse_variance_type(const std::string& name);
 std::string to_string(VarianceType v);
 
-// L_simple (MSE on the prediction target), or the hybrid L_simple + 0.001 L_vlb with the gradient
-// of L_vlb stopped at the mean (Nichol & Dhariwal sec. 3.1).
-enum class LossType { Simple, Hybrid };
+// L_simple (MSE on the prediction target), the hybrid L_simple + 0.001 L_vlb with the gradient
+// of L_vlb stopped at the mean (Nichol & Dhariwal sec. 3.1), or the bound's term L_t itself (KL
+// for t > 0, the discretised decoder NLL at t = 0; improved-diffusion's loss type "kl"), in bits
+// per dimension, so that T E_t[loss] is the variational bound minus L_T.
+enum class LossType { Simple, Hybrid, Vlb };
 LossType parse_loss_type(const std::string& name);
 std::string to_string(LossType l);
 
@@ -40,7 +44,7 @@ struct PMeanVariance {
 struct TrainingLosses {
   torch::Tensor loss;  // (B), the quantity to minimise
   torch::Tensor mse;   // (B)
-  torch::Tensor vb;    // (B) L_t in bits/dim, defined for the hybrid loss only
+  torch::Tensor vb;    // (B) L_t in bits/dim, defined for the hybrid and vlb losses only
 };
 
 class GaussianDiffusion {
@@ -81,10 +85,15 @@ class GaussianDiffusion {
   // L_T = KL(q(x_T | x_0) || N(0, I)) in bits/dim per batch element.
   torch::Tensor prior_bpd(const torch::Tensor& x0) const;
 
-  // Losses for the network output at x_t = q_sample(x0, t, noise).
+  // Losses for the network output at x_t = q_sample(x0, t, noise). The MSE of the simple and
+  // hybrid losses is weighted per timestep by `weighting` (losses.h); the vlb loss takes
+  // `simple` only.
   TrainingLosses training_losses(const torch::Tensor& model_output, const torch::Tensor& x0,
                                  const torch::Tensor& x_t, const torch::Tensor& t,
-                                 const torch::Tensor& noise, LossType loss) const;
+                                 const torch::Tensor& noise, LossType loss,
+                                 LossWeighting weighting = LossWeighting::Simple) const;
+  // w_t of `weighting` for this process's prediction and variance types (losses.h).
+  const std::vector<double>& loss_weight_table(LossWeighting weighting) const;
 
  private:
   Schedule schedule_;
@@ -94,6 +103,8 @@ class GaussianDiffusion {
   // Fixed-large variance: beta_t, with beta~_1 at t = 0 so that L_0 uses a sensible decoder
   // variance.
   std::vector<double> large_variance_, large_log_variance_;
+  // loss_weights() of each LossWeighting, indexed by its value; vlb's is empty for learned-range.
+  std::array<std::vector<double>, 4> loss_weight_tables_;
   // Copies of the tables on each device, keyed by (table, device); shared by copies of this object.
   struct DeviceTables {
     std::mutex mutex;

@@ -82,7 +82,14 @@ ModelFn unet_model_fn(UNet2DModel model, bool bf16) {
     c10::InferenceMode inference;
     const auto dtype = model->parameters().front().scalar_type();
     AutocastGuard autocast(bf16 && x_t.is_cuda());
-    return model->forward(x_t.to(dtype), t).to(torch::kFloat64);
+    // A class-conditional model is evaluated as the unconditional one: the null class, the last
+    // embedding (generate.h).
+    const int64_t null_class = model->config().num_class_embeds - 1;
+    torch::Tensor labels;
+    if (null_class >= 0)
+      labels = torch::full({x_t.size(0)}, null_class,
+                           torch::TensorOptions().dtype(torch::kLong).device(x_t.device()));
+    return model->forward(x_t.to(dtype), t, labels).to(torch::kFloat64);
   };
 }
 

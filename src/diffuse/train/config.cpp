@@ -6,15 +6,43 @@
 namespace diffuse {
 
 // One list of fields serves both directions of the JSON conversion.
-#define DIFFUSE_TRAIN_FIELDS(X)                                                                 \
-  X(data)                                                                                       \
-  X(image_size)                                                                                 \
-  X(flip)                                                                                       \
-  X(model)                                                                                      \
-  X(prediction) X(variance) X(loss) X(schedule) X(timesteps) X(timestep_sampler) X(dropout)     \
-      X(steps) X(batch) X(lr) X(warmup) X(weight_decay) X(grad_clip) X(ema_decay) X(ema_warmup) \
-          X(seed) X(time_limit) X(out) X(log_every) X(sample_every) X(ckpt_every) X(keep)       \
-              X(sample_n) X(sample_steps) X(device) X(precision) X(threads)
+// clang-format off (it does not settle on one layout for this macro)
+#define DIFFUSE_TRAIN_FIELDS(X) \
+  X(data)                       \
+  X(image_size)                 \
+  X(flip)                       \
+  X(model)                      \
+  X(prediction)                 \
+  X(variance)                   \
+  X(loss)                       \
+  X(loss_weighting)             \
+  X(schedule)                   \
+  X(timesteps)                  \
+  X(timestep_sampler)           \
+  X(dropout)                    \
+  X(class_cond)                 \
+  X(label_dropout)              \
+  X(steps)                      \
+  X(batch)                      \
+  X(lr)                         \
+  X(warmup)                     \
+  X(weight_decay)               \
+  X(grad_clip)                  \
+  X(ema_decay)                  \
+  X(ema_warmup)                 \
+  X(seed)                       \
+  X(time_limit)                 \
+  X(out)                        \
+  X(log_every)                  \
+  X(sample_every)               \
+  X(ckpt_every)                 \
+  X(keep)                       \
+  X(sample_n)                   \
+  X(sample_steps)               \
+  X(device)                     \
+  X(precision)                       \
+  X(threads)
+// clang-format on
 
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j;
@@ -69,6 +97,8 @@ void TrainConfig::validate() const {
         "--sample-steps must be in [1, --timesteps], got ", sample_steps);
   check(image_size >= 0, "--image-size must be >= 0, got ", image_size);
   check(dropout < 1, "--dropout must be < 1, got ", dropout);
+  check(label_dropout >= 0 && label_dropout < 1, "--label-dropout must be in [0, 1), got ",
+        label_dropout);
   check(!out.empty(), "--out must name a run folder");
   check(threads >= 0, "--threads must be >= 0, got ", threads);
   check(precision == "auto" || precision == "fp32" || precision == "tf32" || precision == "bf16",

@@ -16,14 +16,20 @@ struct TrainConfig {
   // set out of distribution.
   bool flip = false;
   // model and process
-  std::string model = "fmnist-small";    // preset name or diffusers config.json
-  std::string prediction = "epsilon";    // epsilon | x0 | v
-  std::string variance = "fixed-small";  // fixed-small | fixed-large | learned-range
-  std::string loss = "simple";           // simple | hybrid (needs learned-range)
-  std::string schedule = "linear";       // linear | cosine
+  std::string model = "fmnist-small";     // preset name or diffusers config.json
+  std::string prediction = "epsilon";     // epsilon | x0 | v
+  std::string variance = "fixed-small";   // fixed-small | fixed-large | learned-range
+  std::string loss = "simple";            // simple | hybrid (needs learned-range) | vlb
+  std::string loss_weighting = "simple";  // simple | snr | min-snr-5 | vlb (losses.h)
+  std::string schedule = "linear";        // linear | cosine
   int64_t timesteps = 1000;
   std::string timestep_sampler = "uniform";  // uniform | loss-second-moment
   double dropout = -1;                       // < 0: the model config's own value
+  // Class conditioning: the model gets num_class_embeds = classes + 1, the last index being the
+  // null class (no label), which replaces each training label with probability label_dropout so
+  // that the same network also models the data unconditionally (classifier-free guidance).
+  bool class_cond = false;
+  double label_dropout = 0.1;
   // optimisation
   int64_t steps = 20000;  // total steps to reach (a resumed run continues up to this)
   int64_t batch = 64;

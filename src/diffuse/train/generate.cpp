@@ -1,5 +1,8 @@
 #include "diffuse/train/generate.h"
 
+#include <cmath>
+#include <sstream>
+
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
 #include "diffuse/train/cuda_graph.h"
@@ -13,6 +16,76 @@ Denoiser unet_denoiser(UNet2DModel model, bool bf16) {
     AutocastGuard autocast(bf16 && x.is_cuda());
     return model->forward(x, tt).to(torch::kFloat32);
   };
+}
+
+int64_t num_classes(const UNetConfig& cfg) {
+  return cfg.num_class_embeds > 0 ? cfg.num_class_embeds - 1 : 0;
+}
+
+int64_t null_class(const UNetConfig& cfg) {
+  return cfg.num_class_embeds > 0 ? cfg.num_class_embeds - 1 : -1;
+}
+
+Denoiser guided_unet_denoiser(UNet2DModel model, torch::Tensor labels, double guidance, bool bf16) {
+  check(num_classes(model->config()) > 0,
+        "classifier-free guidance: the model is not class-conditional");
+  check(std::isfinite(guidance), "--guidance must be finite, got ", guidance);
+  const int64_t null_label = null_class(model->config());
+  return [model, labels, guidance, bf16, null_label](const torch::Tensor& x, int64_t t) mutable {
+    const int64_t B = x.size(0);
+    check(labels.dim() == 1 && labels.size(0) == B, "classifier-free guidance: ", labels.numel(),
+          " labels for a batch of ", B);
+    if (labels.device() != x.device()) labels = labels.to(x.device());
+    auto forward = [&](const torch::Tensor& xs, const torch::Tensor& ys) {
+      auto tt = torch::full({xs.size(0)}, t,
+                            torch::TensorOptions().dtype(torch::kLong).device(xs.device()));
+      AutocastGuard autocast(bf16 && xs.is_cuda());
+      return model->forward(xs, tt, ys).to(torch::kFloat32);
+    };
+    const auto null = torch::full_like(labels, null_label);
+    if (guidance == 1.0) return forward(x, labels);
+    if (guidance == 0.0) return forward(x, null);
+    auto both = forward(torch::cat({x, x}), torch::cat({labels, null}));  // (2B, C', H, W)
+    auto cond = both.narrow(0, 0, B), uncond = both.narrow(0, B, B);
+    const int64_t C = x.size(1);
+    auto guided =
+        uncond.narrow(1, 0, C) + guidance * (cond.narrow(1, 0, C) - uncond.narrow(1, 0, C));
+    if (cond.size(1) == C) return guided;
+    return torch::cat({guided, cond.narrow(1, C, cond.size(1) - C)}, 1);
+  };
+}
+
+std::vector<int64_t> parse_class_list(const std::string& spec, int64_t classes) {
+  check(classes > 0, "--class: the model is not class-conditional (its config.json has no ",
+        "num_class_embeds)");
+  std::vector<int64_t> out;
+  if (spec == "all") {
+    for (int64_t k = 0; k < classes; ++k) out.push_back(k);
+    return out;
+  }
+  std::stringstream ss(spec);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    size_t used = 0;
+    int64_t k = -1;
+    try {
+      k = std::stoll(item, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    check(!item.empty() && used == item.size(), "--class: '", item,
+          "' is not a class number (expected K, K1,K2,... or all)");
+    check(k >= 0 && k < classes, "--class ", k, " is out of range: the model has ", classes,
+          " classes (0 to ", classes - 1, ")");
+    out.push_back(k);
+  }
+  check(!out.empty(), "--class: no class given (expected K, K1,K2,... or all)");
+  return out;
+}
+
+torch::Tensor cycle_labels(const std::vector<int64_t>& classes, int64_t n) {
+  auto list = torch::tensor(classes, torch::kInt64);
+  return list.index_select(0, torch::arange(n, torch::kInt64).remainder(list.size(0)));
 }
 
 SamplerOptions sampler_options(const ProcessConfig& process, const std::string& kind, int64_t steps,
@@ -55,7 +128,20 @@ torch::Tensor generate(UNet2DModel& model, const ProcessConfig& process,
   const auto diffusion = process.make_diffusion();
   make_sampler(sampler_opts, diffusion.schedule());  // rejects bad options before any work
   model->eval();
-  Denoiser denoise = o.denoiser ? o.denoiser
+  torch::Tensor labels;
+  if (num_classes(cfg) > 0) {
+    labels = o.class_labels.defined()
+                 ? o.class_labels.to(torch::kInt64)
+                 : cycle_labels(parse_class_list("all", num_classes(cfg)), o.n);
+    check(labels.dim() == 1 && labels.size(0) == o.n, "class labels: ", labels.numel(),
+          " labels for ", o.n, " images");
+  } else {
+    check(!o.class_labels.defined(),
+          "--class: the model is not class-conditional (its config.json has no num_class_embeds)");
+  }
+  // Conditional models are guided batch by batch below (eagerly: the graph takes no labels).
+  Denoiser denoise = o.denoiser         ? o.denoiser
+                     : labels.defined() ? Denoiser()
                      : o.cuda_graph && device.is_cuda()
                          ? graphed_unet_denoiser(model, {std::min(o.batch, o.n), C, S, S}, o.bf16)
                          : unet_denoiser(model, o.bf16);
@@ -72,7 +158,11 @@ torch::Tensor generate(UNet2DModel& model, const ProcessConfig& process,
                              std::to_string((o.n + o.batch - 1) / o.batch)
                        : "sample";
     auto fresh = make_sampler(sampler_opts, diffusion.schedule());
-    out.push_back(sample(*fresh, denoise, x_T, noise, cb).to(torch::kCPU));
+    const auto& batch_denoise =
+        labels.defined() && !o.denoiser
+            ? guided_unet_denoiser(model, labels.narrow(0, start, b).to(device), o.guidance, o.bf16)
+            : denoise;
+    out.push_back(sample(*fresh, batch_denoise, x_T, noise, cb).to(torch::kCPU));
   }
   return torch::cat(out, 0);
 }

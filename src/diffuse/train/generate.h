@@ -16,6 +16,28 @@ namespace diffuse {
 // The network output as float32, under bf16 autocast when asked and on CUDA.
 Denoiser unet_denoiser(UNet2DModel model, bool bf16);
 
+// Class-conditional models (num_class_embeds > 0) have num_class_embeds - 1 classes and the null
+// class (no label, the unconditional model) at index num_class_embeds - 1, diffuse's convention
+// for classifier-free guidance (diffusers fixes none). Unconditional models: 0 classes, -1.
+int64_t num_classes(const UNetConfig& cfg);
+int64_t null_class(const UNetConfig& cfg);
+
+// Classifier-free guidance (Ho & Salimans 2022) in diffusers' guidance_scale convention:
+//   out = out(x, null) + s (out(x, class) - out(x, null)),
+// so s = 1 is the conditional model alone, s = 0 the unconditional one (the null class), s > 1
+// extrapolates away from the unconditional prediction. The combination has weights summing to 1,
+// so guiding the eps, x_0 or v output is the same (each is affine in the others at fixed x_t); a
+// learned variance is taken from the conditional output. One forward of the doubled batch
+// [x, x] with [labels, null] per step; s = 1 and s = 0 need only one forward of x.
+// labels: (B) int64, the batch the denoiser will be called with.
+Denoiser guided_unet_denoiser(UNet2DModel model, torch::Tensor labels, double guidance, bool bf16);
+
+// The classes a --class value names for a model with `classes` classes: "all" (0 .. classes-1),
+// or one class K or a comma-separated list. Errors name --class.
+std::vector<int64_t> parse_class_list(const std::string& spec, int64_t classes);
+// n labels cycling through `classes`: label i = classes[i % classes.size()].
+torch::Tensor cycle_labels(const std::vector<int64_t>& classes, int64_t n);
+
 // The forward replayed from a CUDA graph captured for inputs of x_shape (CUDA only; other shapes
 // run eagerly). Capturing costs several forwards: build it once and reuse it across calls.
 Denoiser graphed_unet_denoiser(UNet2DModel model, std::vector<int64_t> x_shape, bool bf16);
@@ -34,6 +56,10 @@ struct GenerateOptions {
   torch::Tensor init_noise;  // (n, C, H, W) x_T; undefined: drawn from the seed
   bool cuda_graph = false;   // replay the forward from a CUDA graph (full batches, CUDA only)
   Denoiser denoiser;         // if set, used instead of the model's own forward (a captured graph)
+  // Class-conditional models: (n) int64 labels, undefined = every class in turn (label i is
+  // i mod classes); sampled with classifier-free guidance of scale `guidance`.
+  torch::Tensor class_labels;
+  double guidance = 1.0;
 };
 
 // -> (n, C, H, W) float32 in roughly [-1, 1] on the CPU. Batch k draws its x_T and step noise from

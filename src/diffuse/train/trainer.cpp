@@ -44,6 +44,13 @@ UNetConfig model_config_for(const TrainConfig& cfg, const GaussianDiffusion& d) 
 Trainer::Trainer(TrainConfig cfg, DistEnv env, DistOptions dist)
     : Trainer(std::move(cfg), false, std::move(env), std::move(dist)) {}
 
+torch::Tensor drop_labels(const torch::Tensor& y, int64_t null_class, double p, at::Generator& gen,
+                          int64_t global_batch, int64_t offset) {
+  const int64_t n = global_batch > 0 ? global_batch : y.size(0);
+  auto u = at::rand({n}, gen, torch::kFloat64).narrow(0, offset, y.size(0)).to(y.device());
+  return torch::where(u < p, torch::full_like(y, null_class), y);
+}
+
 Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist)
     : cfg_(std::move(cfg)),
       device_(parse_device(cfg_.device)),
@@ -78,11 +85,39 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
   if (loss_type_ == LossType::Hybrid)
     check(diffusion_->variance() == VarianceType::LearnedRange,
           "--loss hybrid needs --variance learned-range");
+  loss_weighting_ = parse_loss_weighting(cfg_.loss_weighting);
+  check(loss_type_ != LossType::Vlb || loss_weighting_ == LossWeighting::Simple,
+        "--loss-weighting ", cfg_.loss_weighting,
+        " weights the MSE of --loss simple or hybrid; --loss vlb takes --loss-weighting simple");
+  diffusion_->loss_weight_table(loss_weighting_);  // rejects vlb with a learned variance
   tsampler_ = make_timestep_sampler(cfg_.timestep_sampler, cfg_.timesteps);
+
+  auto mc = model_config_for(cfg_, *diffusion_);
+  const int64_t size = cfg_.image_size > 0 ? cfg_.image_size : mc.sample_size;
+  Dataset data;
+  if (cfg_.data != "synthetic") {
+    // Fixed-size datasets load at their own size (0) and are padded below, as DDPM pads 28x28 to
+    // 32x32; folders need a size to crop and resize to.
+    const bool folder = cfg_.data.rfind("folder:", 0) == 0;
+    data =
+        load_dataset(cfg_.data, "train", cfg_.image_size > 0 || folder ? size : 0, mc.in_channels);
+  }
+  if (cfg_.class_cond) {
+    check(data.labels.defined() && data.num_classes >= 1, "--class-cond: --data ", cfg_.data,
+          " has no labels");
+    // One embedding per class and the null class last.
+    check(mc.num_class_embeds == 0 || mc.num_class_embeds == data.num_classes + 1, "--model ",
+          cfg_.model, " has num_class_embeds ", mc.num_class_embeds, " but --data ", cfg_.data,
+          " has ", data.num_classes, " classes (and one more, the null class, is needed)");
+    mc.num_class_embeds = data.num_classes + 1;
+    null_class_ = mc.num_class_embeds - 1;
+  } else {
+    check(mc.num_class_embeds == 0, "--model ", cfg_.model, " is class-conditional (",
+          "num_class_embeds ", mc.num_class_embeds, "): train it with --class-cond");
+  }
 
   // Weights and dropout draw from the global generator: seeding it makes the run reproducible.
   torch::manual_seed(cfg_.seed);
-  const auto mc = model_config_for(cfg_, *diffusion_);
   model_ = UNet2DModel(mc);
   ema_model_ = UNet2DModel(mc);
   model_->to(device_);
@@ -98,20 +133,12 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
                                  AdamWOptions{cfg_.lr, 0.9, 0.999, 1e-8, cfg_.weight_decay});
   ema_ = std::make_unique<Ema>(*model_, ema_model_.ptr(), cfg_.ema_decay, cfg_.ema_warmup);
 
-  const int64_t size = cfg_.image_size > 0 ? cfg_.image_size : mc.sample_size;
-  Dataset data;
   if (cfg_.data == "synthetic") {
     // Random pixels: benchmarks measure speed, not what is learned.
     data.images =
         torch::randint(0, 256, {std::max<int64_t>(4 * cfg_.batch, 256), mc.in_channels, size, size},
                        torch::kUInt8);
     data.name = "synthetic";
-  } else {
-    // Fixed-size datasets load at their own size (0) and are padded below, as DDPM pads 28x28 to
-    // 32x32; folders need a size to crop and resize to.
-    const bool folder = cfg_.data.rfind("folder:", 0) == 0;
-    data =
-        load_dataset(cfg_.data, "train", cfg_.image_size > 0 || folder ? size : 0, mc.in_channels);
   }
   check(data.channels() == mc.in_channels, "--data ", cfg_.data, " has ", data.channels(),
         " channels but --model ", cfg_.model, " takes ", mc.in_channels);
@@ -225,12 +252,15 @@ torch::Tensor Trainer::train_step() {
   auto noise = at::randn(shape, gen_, torch::kFloat32).narrow(0, lo, b).to(device_, true);
   auto t = draw.t.narrow(0, lo, b);
   auto x_t = diffusion_->q_sample(x0, t, noise);
+  torch::Tensor labels;
+  if (null_class_ >= 0) labels = drop_labels(batch.y, null_class_, cfg_.label_dropout, gen_, B, lo);
   torch::Tensor out;
   {
     AutocastGuard autocast(autocast_bf16(precision_));
-    out = model_->forward(x_t, t);
+    out = model_->forward(x_t, t, labels);
   }
-  auto losses = diffusion_->training_losses(out.to(torch::kFloat32), x0, x_t, t, noise, loss_type_);
+  auto losses = diffusion_->training_losses(out.to(torch::kFloat32), x0, x_t, t, noise, loss_type_,
+                                            loss_weighting_);
   // Each rank's mean over its slice; the mean over the ranks (GradReducer) is the global mean.
   auto loss = (losses.loss * draw.weights.narrow(0, lo, b)).mean();
   opt_->zero_grad();
@@ -307,7 +337,11 @@ void Trainer::write_preview_grid() {
   if (!is_main()) return;
   const auto path = (fs::path(cfg_.out) / "grids" / (checkpoint_dir_name(step_) + ".png")).string();
   fs::create_directories(fs::path(path).parent_path());
-  const auto nrow = static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(cfg_.sample_n))));
+  // Class-conditional models sample every class in turn: one column per class.
+  const auto nrow =
+      null_class_ >= 0
+          ? null_class_
+          : static_cast<int64_t>(std::ceil(std::sqrt(static_cast<double>(cfg_.sample_n))));
   save_grid_png(path, images, nrow);
 }
 

@@ -25,6 +25,13 @@
 
 namespace diffuse {
 
+// Label dropout for classifier-free guidance (Ho & Salimans 2022): each label y: (B) int64 is
+// replaced by null_class with probability p, from one uniform draw per example on gen (CPU). In
+// data-parallel training y is rows [offset, offset + len) of a global batch: all global_batch
+// draws are made on every rank and sliced, so the ranks together drop what one process would.
+torch::Tensor drop_labels(const torch::Tensor& y, int64_t null_class, double p, at::Generator& gen,
+                          int64_t global_batch = 0, int64_t offset = 0);
+
 class Trainer {
  public:
   // A new run in cfg.out; an existing run there (with checkpoints) is an error suggesting --resume.
@@ -79,6 +86,8 @@ class Trainer {
   std::unique_ptr<GradReducer> reducer_;
   at::Generator gen_;  // t and noise; CPU, so a run is reproducible across devices
   LossType loss_type_;
+  LossWeighting loss_weighting_;
+  int64_t null_class_ = -1;  // the model's null class when class-conditional
   int64_t step_ = 0;
   torch::Tensor loss_sum_, gnorm_sum_;  // device accumulators between log ticks
   int64_t since_log_ = 0;
