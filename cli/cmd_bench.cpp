@@ -6,6 +6,7 @@
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
 #include "diffuse/core/timer.h"
+#include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
 #include "diffuse/train/cuda_graph.h"
@@ -49,6 +50,13 @@ int run_bench(const Args& a) {
   check(B >= 1 && repeats >= 1 && warmup >= 0, "--batch and --repeats must be >= 1, --warmup >= 0");
   const bool bf16 = device.is_cuda() && !a.flag("no-bf16");
   const bool graph = a.flag("cuda-graph");
+  const bool channels_last = device.is_cuda() && a.flag("channels-last");
+  const bool fused_norm = device.is_cuda() && a.flag("fused-norm");
+  check(!a.flag("fused-norm") || a.flag("channels-last"),
+        "--fused-norm needs --channels-last (the kernels take NHWC activations)");
+  check(!fused_norm || fused_group_norm_compiled(),
+        "--fused-norm: this build has no CUDA kernels (it needs a CUDA LibTorch and nvcc)");
+  set_fused_group_norm(fused_norm);
   auto cfg = model_config_from_spec(spec);
   Figures fig;
   int64_t images_per_call = B;
@@ -61,6 +69,8 @@ int run_bench(const Args& a) {
     tc.device = a.str("device");
     tc.threads = a.integer("threads");
     tc.bf16 = bf16;
+    tc.channels_last = channels_last;
+    tc.fused_norm = fused_norm;
     tc.out = "/tmp/diffuse-bench-run";
     tc.ckpt_every = tc.sample_every = 0;
     Trainer trainer(tc);
@@ -70,6 +80,7 @@ int run_bench(const Args& a) {
     torch::manual_seed(0);
     UNet2DModel model(cfg);
     model->to(device);
+    model->set_channels_last(channels_last);
     model->eval();
     params = count_parameters(*model);
     auto x = torch::randn({B, cfg.in_channels, cfg.sample_size, cfg.sample_size},
@@ -116,6 +127,8 @@ int run_bench(const Args& a) {
                       {"threads", torch::get_num_threads()},
                       {"autocast", bf16 ? "bf16" : "off"},
                       {"cuda_graph", graph && device.is_cuda()},
+                      {"channels_last", channels_last},
+                      {"fused_norm", fused_norm},
                       {"median_ms", ms},
                       {"images_per_s", ips},
                       {"peak_memory_bytes", fig.peak},
@@ -159,6 +172,9 @@ Command bench_command() {
                {"repeats", "10", "timed runs (the median is reported)"},
                {"no-bf16", "", "float32 (TF32) instead of bf16 autocast on CUDA", true},
                {"cuda-graph", "", "replay the forward from a CUDA graph (forward, sample)", true},
+               {"channels-last", "", "CUDA: channels-last (NHWC) weights and activations", true},
+               {"fused-norm", "",
+                "CUDA: diffuse's fused GroupNorm+SiLU kernels (with --channels-last)", true},
                {"json", "", "one JSON object per line", true}};
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_bench;

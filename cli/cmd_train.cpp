@@ -25,9 +25,9 @@ std::string presets_list() {
 }
 
 // Options that may change when a run is resumed; everything else comes from its config.json.
-const std::vector<std::string> kResumable = {"steps",        "time-limit", "log-every",
-                                             "sample-every", "ckpt-every", "keep",
-                                             "device",       "threads",    "bf16"};
+const std::vector<std::string> kResumable = {
+    "steps",  "time-limit", "log-every", "sample-every",  "ckpt-every", "keep",
+    "device", "threads",    "bf16",      "channels-last", "fused-norm"};
 
 void apply(TrainConfig& c, const Args& a, bool only_given) {
   auto want = [&](const std::string& n) { return a.has(n) && (!only_given || a.given(n)); };
@@ -62,6 +62,8 @@ void apply(TrainConfig& c, const Args& a, bool only_given) {
   if (want("device")) c.device = a.str("device");
   if (want("no-bf16") && a.flag("no-bf16")) c.bf16 = false;
   if (want("threads")) c.threads = a.integer("threads");
+  if (want("channels-last") && a.flag("channels-last")) c.channels_last = true;
+  if (want("fused-norm") && a.flag("fused-norm")) c.fused_norm = true;
 }
 
 int run_train(const Args& a) {
@@ -74,7 +76,7 @@ int run_train(const Args& a) {
             "--", name,
             " cannot change when resuming (it is fixed by the run's config.json); "
             "resumable: --steps, --time-limit, --log-every, --sample-every, --ckpt-every, --keep, "
-            "--device, --threads, --no-bf16");
+            "--device, --threads, --no-bf16, --channels-last, --fused-norm");
     auto trainer = Trainer::resume(a.str("resume"), [&](TrainConfig& c) { apply(c, a, true); });
     trainer->run();
     return 0;
@@ -139,6 +141,11 @@ Command train_command() {
       {"sample-n", text(d.sample_n), "images in each preview grid"},
       {"sample-steps", text(d.sample_steps), "DDIM steps for preview grids"},
       {"no-bf16", "", "no bf16 autocast on CUDA", true},
+      {"channels-last", "", "CUDA: channels-last (NHWC) weights and activations", true},
+      {"fused-norm", "",
+       "CUDA: diffuse's fused GroupNorm+SiLU kernels (needs --channels-last; not yet checked on "
+       "a GPU)",
+       true},
   };
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_train;

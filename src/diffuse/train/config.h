@@ -42,7 +42,9 @@ struct TrainConfig {
   int64_t sample_steps = 50;  // DDIM steps for the progress grids
   // runtime
   std::string device = "auto";
-  bool bf16 = true;  // bf16 autocast on CUDA (ignored on CPU)
+  bool bf16 = true;            // bf16 autocast on CUDA (ignored on CPU)
+  bool channels_last = false;  // channels-last (NHWC) weights and activations on CUDA
+  bool fused_norm = false;     // diffuse's fused GroupNorm+SiLU kernels on CUDA (channels-last)
   int64_t threads = 0;
 
   nlohmann::json to_json() const;

@@ -11,6 +11,7 @@
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/image.h"
 #include "diffuse/io/safetensors.h"
+#include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
 #include "diffuse/train/checkpoint.h"
@@ -72,6 +73,10 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume)
   ema_model_ = UNet2DModel(mc);
   model_->to(device_);
   ema_model_->to(device_);
+  // Before the optimizer makes its moment buffers in the parameters' layout.
+  model_->set_channels_last(cfg_.channels_last);
+  ema_model_->set_channels_last(cfg_.channels_last);
+  set_fused_group_norm(cfg_.fused_norm && device_.is_cuda());
   {
     torch::NoGradGuard no_grad;
     auto src = model_->parameters();
