@@ -27,7 +27,7 @@ std::string presets_list() {
 // Options that may change when a run is resumed; everything else comes from its config.json.
 const std::vector<std::string> kResumable = {
     "steps",  "time-limit", "log-every", "sample-every",  "ckpt-every", "keep",
-    "device", "threads",    "bf16",      "channels-last", "fused-norm"};
+    "device", "threads",    "bf16",      "channels-last", "fused-norm", "cuda-graph"};
 
 void apply(TrainConfig& c, const Args& a, bool only_given) {
   auto want = [&](const std::string& n) { return a.has(n) && (!only_given || a.given(n)); };
@@ -64,6 +64,7 @@ void apply(TrainConfig& c, const Args& a, bool only_given) {
   if (want("threads")) c.threads = a.integer("threads");
   if (want("channels-last") && a.flag("channels-last")) c.channels_last = true;
   if (want("fused-norm") && a.flag("fused-norm")) c.fused_norm = true;
+  if (want("cuda-graph") && a.flag("cuda-graph")) c.cuda_graph = true;
 }
 
 int run_train(const Args& a) {
@@ -76,7 +77,7 @@ int run_train(const Args& a) {
             "--", name,
             " cannot change when resuming (it is fixed by the run's config.json); "
             "resumable: --steps, --time-limit, --log-every, --sample-every, --ckpt-every, --keep, "
-            "--device, --threads, --no-bf16, --channels-last, --fused-norm");
+            "--device, --threads, --no-bf16, --channels-last, --fused-norm, --cuda-graph");
     auto trainer = Trainer::resume(a.str("resume"), [&](TrainConfig& c) { apply(c, a, true); });
     trainer->run();
     return 0;
@@ -145,6 +146,10 @@ Command train_command() {
       {"fused-norm", "",
        "CUDA: diffuse's fused GroupNorm+SiLU kernels (needs --channels-last; not yet checked on "
        "a GPU)",
+       true},
+      {"cuda-graph", "",
+       "CUDA: capture the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph "
+       "(needs LibTorch >= 2.4; not yet checked on a GPU)",
        true},
   };
   for (auto& o : device_options()) c.options.push_back(o);

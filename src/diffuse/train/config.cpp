@@ -10,11 +10,12 @@ namespace diffuse {
   X(image_size)                                                                                 \
   X(flip)                                                                                       \
   X(model)                                                                                      \
-  X(prediction) X(variance) X(loss) X(schedule) X(timesteps) X(timestep_sampler) X(dropout)     \
-      X(steps) X(batch) X(lr) X(warmup) X(weight_decay) X(grad_clip) X(ema_decay) X(ema_warmup) \
-          X(seed) X(time_limit) X(out) X(log_every) X(sample_every) X(ckpt_every) X(keep)       \
-              X(sample_n) X(sample_steps) X(device) X(bf16) X(threads) X(channels_last)         \
-                  X(fused_norm)
+  X(prediction)                                                                                 \
+  X(variance)                                                                                   \
+  X(loss) X(schedule) X(timesteps) X(timestep_sampler) X(dropout) X(steps) X(batch) X(lr)       \
+      X(warmup) X(weight_decay) X(grad_clip) X(ema_decay) X(ema_warmup) X(seed) X(time_limit)   \
+          X(out) X(log_every) X(sample_every) X(ckpt_every) X(keep) X(sample_n) X(sample_steps) \
+              X(device) X(bf16) X(threads) X(channels_last) X(fused_norm) X(cuda_graph)
 
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j;
@@ -69,6 +70,9 @@ void TrainConfig::validate() const {
   check(threads >= 0, "--threads must be >= 0, got ", threads);
   check(!fused_norm || channels_last,
         "--fused-norm needs --channels-last (the kernels take NHWC activations)");
+  check(!cuda_graph || timestep_sampler == "uniform",
+        "--cuda-graph needs --timestep-sampler uniform (the other updates its weights on the "
+        "host)");
 }
 
 }  // namespace diffuse

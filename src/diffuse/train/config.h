@@ -45,6 +45,7 @@ struct TrainConfig {
   bool bf16 = true;            // bf16 autocast on CUDA (ignored on CPU)
   bool channels_last = false;  // channels-last (NHWC) weights and activations on CUDA
   bool fused_norm = false;     // diffuse's fused GroupNorm+SiLU kernels on CUDA (channels-last)
+  bool cuda_graph = false;     // the whole training step captured as one CUDA graph
   int64_t threads = 0;
 
   nlohmann::json to_json() const;
