@@ -115,8 +115,9 @@ TEST(GraphPieces, CpuIgnoresTheGpuSwitches) {
   auto plain = synthetic_config("cpu_plain", "cpu");
   auto switched = synthetic_config("cpu_switched", "cpu");
   switched.cuda_graph = switched.channels_last = switched.fused_norm = true;
+  plain.batch = switched.batch = 2;
   Trainer a(plain), b(switched);
-  for (int i = 0; i < 3; ++i) EXPECT_TRUE(torch::equal(a.train_step(), b.train_step()));
+  for (int i = 0; i < 2; ++i) EXPECT_TRUE(torch::equal(a.train_step(), b.train_step()));
   auto pa = params_of(*a.model()), pb = params_of(*b.model());
   for (size_t i = 0; i < pa.size(); ++i) EXPECT_TRUE(torch::equal(pa[i], pb[i]));
   EXPECT_FALSE(b.step_captured());

@@ -80,6 +80,12 @@ torch::Tensor GraphedForward::operator()(const torch::Tensor& x, const torch::Te
   return eager(x, t);
 }
 
+struct CapturedStep::Graph {
+#ifdef DIFFUSE_WITH_CUDA
+  at::cuda::CUDAGraph graph;
+#endif
+};
+
 CapturedStep::CapturedStep(torch::Device device, int64_t warmup)
     : device_(device), warmup_(warmup) {}
 
