@@ -5,17 +5,17 @@
 namespace diffuse {
 
 // One list of fields serves both directions of the JSON conversion.
+// clang-format off
 #define DIFFUSE_TRAIN_FIELDS(X)                                                                 \
   X(data)                                                                                       \
   X(image_size)                                                                                 \
   X(flip)                                                                                       \
-  X(model)                                                                                      \
-  X(prediction)                                                                                 \
-  X(variance)                                                                                   \
-  X(loss) X(schedule) X(timesteps) X(timestep_sampler) X(dropout) X(steps) X(batch) X(lr)       \
-      X(warmup) X(weight_decay) X(grad_clip) X(ema_decay) X(ema_warmup) X(seed) X(time_limit)   \
-          X(out) X(log_every) X(sample_every) X(ckpt_every) X(keep) X(sample_n) X(sample_steps) \
-              X(device) X(bf16) X(threads) X(channels_last) X(fused_norm) X(cuda_graph)
+  X(model) X(prediction) X(variance) X(loss) X(schedule) X(timesteps) X(timestep_sampler)       \
+      X(dropout) X(steps) X(batch) X(lr) X(warmup) X(weight_decay) X(grad_clip) X(ema_decay)    \
+          X(ema_warmup) X(seed) X(time_limit) X(out) X(log_every) X(sample_every) X(ckpt_every) \
+              X(keep) X(sample_n) X(sample_steps) X(device) X(bf16) X(threads)                  \
+              X(channels_last) X(fused_norm) X(cuda_graph)
+// clang-format on
 
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j;
