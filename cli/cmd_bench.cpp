@@ -6,6 +6,7 @@
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
 #include "diffuse/core/timer.h"
+#include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
 #include "diffuse/train/cuda_graph.h"
@@ -50,6 +51,13 @@ int run_bench(const Args& a) {
   const auto precision = precision_of(a, device);
   const bool bf16 = autocast_bf16(precision);
   const bool graph = a.flag("cuda-graph");
+  const bool channels_last = device.is_cuda() && a.flag("channels-last");
+  const bool fused_norm = device.is_cuda() && a.flag("fused-norm");
+  check(!a.flag("fused-norm") || a.flag("channels-last"),
+        "--fused-norm needs --channels-last (the kernels take NHWC activations)");
+  check(!fused_norm || fused_group_norm_compiled(),
+        "--fused-norm: this build has no CUDA kernels (it needs a CUDA LibTorch and nvcc)");
+  set_fused_group_norm(fused_norm);
   auto cfg = model_config_from_spec(spec);
   Figures fig;
   int64_t images_per_call = B;
@@ -62,15 +70,22 @@ int run_bench(const Args& a) {
     tc.device = a.str("device");
     tc.threads = a.integer("threads");
     tc.precision = a.str("precision");
+    tc.channels_last = channels_last;
+    tc.fused_norm = fused_norm;
+    tc.cuda_graph = graph && device.is_cuda();
     tc.out = "/tmp/diffuse-bench-run";
     tc.ckpt_every = tc.sample_every = 0;
     Trainer trainer(tc);
     params = count_parameters(*trainer.model());
-    fig = time_repeats(device, warmup, repeats, [&] { trainer.train_step(); });
+    // A captured step is captured on the 4th call (after 3 eager ones): keep that out of the
+    // timing.
+    const int64_t untimed = tc.cuda_graph ? std::max<int64_t>(warmup, 4) : warmup;
+    fig = time_repeats(device, untimed, repeats, [&] { trainer.train_step(); });
   } else {
     torch::manual_seed(0);
     UNet2DModel model(cfg);
     model->to(device);
+    model->set_channels_last(channels_last);
     model->eval();
     params = count_parameters(*model);
     auto x = torch::randn({B, cfg.in_channels, cfg.sample_size, cfg.sample_size},
@@ -117,6 +132,8 @@ int run_bench(const Args& a) {
                       {"threads", torch::get_num_threads()},
                       {"precision", precision_name(precision)},
                       {"cuda_graph", graph && device.is_cuda()},
+                      {"channels_last", channels_last},
+                      {"fused_norm", fused_norm},
                       {"median_ms", ms},
                       {"images_per_s", ips},
                       {"peak_memory_bytes", fig.peak},
@@ -152,14 +169,19 @@ Command bench_command() {
       "the\n"
       "times are CUDA-event medians and the memory is the caching allocator's peak; on the CPU a\n"
       "steady clock and the process's peak resident set. Warm-up runs are not timed.";
-  c.options = {{"model", "ddpm-cifar10", "model preset or diffusers config.json"},
-               {"batch", "1", "batch size"},
-               {"sampler", "ddim", "sample: " + sampler_names()},
-               {"steps", "50", "sample: network evaluations"},
-               {"warmup", "3", "untimed runs first"},
-               {"repeats", "10", "timed runs (the median is reported)"},
-               {"cuda-graph", "", "replay the forward from a CUDA graph (forward, sample)", true},
-               {"json", "", "one JSON object per line", true}};
+  c.options = {
+      {"model", "ddpm-cifar10", "model preset or diffusers config.json"},
+      {"batch", "1", "batch size"},
+      {"sampler", "ddim", "sample: " + sampler_names()},
+      {"steps", "50", "sample: network evaluations"},
+      {"warmup", "3", "untimed runs first"},
+      {"repeats", "10", "timed runs (the median is reported)"},
+      {"cuda-graph", "",
+       "replay the forward (forward, sample) or the whole step (train) from a CUDA graph", true},
+      {"channels-last", "", "CUDA: channels-last (NHWC) weights and activations", true},
+      {"fused-norm", "", "CUDA: diffuse's fused GroupNorm+SiLU kernels (with --channels-last)",
+       true},
+      {"json", "", "one JSON object per line", true}};
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_bench;
   return c;

@@ -29,8 +29,9 @@ std::string presets_list() {
 
 // Options that may change when a run is resumed; everything else comes from its config.json.
 const std::vector<std::string> kResumable = {
-    "steps",  "time-limit", "log-every", "sample-every", "ckpt-every", "keep",
-    "device", "threads",    "precision", "nproc",        "backend",    "dist-timeout"};
+    "steps",   "time-limit",   "log-every",     "sample-every", "ckpt-every",
+    "keep",    "device",       "threads",       "precision",    "nproc",
+    "backend", "dist-timeout", "channels-last", "fused-norm",   "cuda-graph"};
 
 void apply(TrainConfig& c, const Args& a, bool only_given) {
   auto want = [&](const std::string& n) { return a.has(n) && (!only_given || a.given(n)); };
@@ -68,6 +69,9 @@ void apply(TrainConfig& c, const Args& a, bool only_given) {
   if (want("device")) c.device = a.str("device");
   if (want("precision")) c.precision = a.str("precision");
   if (want("threads")) c.threads = a.integer("threads");
+  if (want("channels-last") && a.flag("channels-last")) c.channels_last = true;
+  if (want("fused-norm") && a.flag("fused-norm")) c.fused_norm = true;
+  if (want("cuda-graph") && a.flag("cuda-graph")) c.cuda_graph = true;
 }
 
 DistOptions dist_options(const Args& a) {
@@ -95,7 +99,9 @@ int run_train(const Args& a) {
             std::find(kResumable.begin(), kResumable.end(), name) != kResumable.end(), "--", name,
             " cannot change when resuming (it is fixed by the run's config.json); "
             "resumable: --steps, --time-limit, --log-every, --sample-every, --ckpt-every, --keep, "
-            "--device, --threads, --precision, --nproc, --backend, --dist-timeout");
+            "--device, --threads, --precision, --nproc, --backend, --dist-timeout, "
+            "--channels-last, "
+            "--fused-norm, --cuda-graph");
     auto trainer = Trainer::resume(
         a.str("resume"), [&](TrainConfig& c) { apply(c, a, true); }, env, dist);
     trainer->run();
@@ -198,6 +204,15 @@ Command train_command() {
       {"backend", dd.backend, "distributed backend: auto (nccl on CUDA, else gloo) | gloo | nccl"},
       {"dist-timeout", text(dd.timeout),
        "seconds a process waits for the others before failing (a rank died or stalled)"},
+      {"channels-last", "", "CUDA: channels-last (NHWC) weights and activations", true},
+      {"fused-norm", "",
+       "CUDA: diffuse's fused GroupNorm+SiLU kernels (needs --channels-last; not yet checked on "
+       "a GPU)",
+       true},
+      {"cuda-graph", "",
+       "CUDA: capture the whole step (forward, backward, clipping, AdamW, EMA) as one CUDA graph "
+       "(needs LibTorch >= 2.4; not yet checked on a GPU)",
+       true},
   };
   for (auto& o : device_options()) c.options.push_back(o);
   c.run = run_train;

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "diffuse/core/error.h"
+#include "diffuse/models/group_norm_act.h"
 
 namespace diffuse {
 
@@ -147,6 +148,14 @@ UNet2DModelImpl::UNet2DModelImpl(UNetConfig cfg) : cfg_(std::move(cfg)) {
                              nn::Conv2d(nn::Conv2dOptions(ch[0], cfg_.out_channels, 3).padding(1)));
 }
 
+void UNet2DModelImpl::set_channels_last(bool on) {
+  channels_last_ = on;
+  torch::NoGradGuard no_grad;
+  const auto format = on ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  for (auto& p : parameters())
+    if (p.dim() == 4 && p.is_cuda()) p.set_data(p.contiguous(format));
+}
+
 torch::Tensor UNet2DModelImpl::embed_time(const torch::Tensor& t) {
   auto features = timestep_features(t, cfg_.block_out_channels[0], cfg_.flip_sin_to_cos,
                                     cfg_.freq_shift);  // (B, ch0) float32
@@ -174,6 +183,7 @@ torch::Tensor UNet2DModelImpl::forward(torch::Tensor x, torch::Tensor t,
   if (t.size(0) != B) t = t.expand({B});
 
   x = x.to(conv_in->weight.scalar_type());
+  if (channels_last_ && x.is_cuda()) x = x.contiguous(at::MemoryFormat::ChannelsLast);
   if (cfg_.center_input_sample) x = 2 * x - 1.0;
 
   auto emb = embed_time(t);  // (B, time_embed_dim)
@@ -200,7 +210,7 @@ torch::Tensor UNet2DModelImpl::forward(torch::Tensor x, torch::Tensor t,
   for (auto& down : downs_) h = down(h, emb, skips);
   if (mid_block) h = mid_block(h, emb);
   for (auto& up : ups_) h = up(h, emb, skips);
-  return conv_out(torch::silu(conv_norm_out(h)));  // (B, out_channels, H, W)
+  return conv_out(group_norm_act(conv_norm_out, h, {}, true));  // (B, out_channels, H, W)
 }
 
 }  // namespace diffuse

@@ -78,6 +78,13 @@ class UNet2DModelImpl : public torch::nn::Module {
 
   const UNetConfig& config() const { return cfg_; }
 
+  // On CUDA, channels-last (NHWC) memory for the 4-D weights and for the input, so cuDNN runs
+  // its NHWC convolutions without transposes around them and group_norm_act can use its fused
+  // kernel. Converts the parameters already on CUDA (call it after moving the model); CPU
+  // parameters and inputs are left as they are, so CPU results do not change.
+  void set_channels_last(bool on);
+  bool channels_last() const { return channels_last_; }
+
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   TimestepEmbedding time_embedding{nullptr};
   torch::nn::Embedding class_embedding{nullptr};
@@ -87,6 +94,7 @@ class UNet2DModelImpl : public torch::nn::Module {
 
  private:
   UNetConfig cfg_;
+  bool channels_last_ = false;
   std::vector<DownBlock> downs_;
   std::vector<UpBlock> ups_;
 };

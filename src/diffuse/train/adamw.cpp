@@ -82,6 +82,30 @@ void AdamW::step(double lr) {
   }
 }
 
+void AdamW::step_on_device(const torch::Tensor& lr) {
+#if DIFFUSE_TORCH_AT_LEAST(2, 4) && defined(DIFFUSE_WITH_CUDA)
+  torch::NoGradGuard no_grad;
+  check(!params_.empty() && params_[0].is_cuda() && lr.is_cuda(),
+        "AdamW::step_on_device: parameters and learning rate must be on CUDA");
+  if (device_steps_.empty())
+    for (auto& p : params_)
+      device_steps_.push_back(
+          torch::full({}, static_cast<double>(step_), p.options().dtype(torch::kFloat32)));
+  // Every parameter has a gradient in a captured step (the graph fixes which ones do).
+  std::vector<torch::Tensor> g;
+  for (auto& p : params_) {
+    check(p.grad().defined(), "AdamW::step_on_device: a parameter has no gradient");
+    g.push_back(p.grad());
+  }
+  at::_foreach_add_(device_steps_, at::Scalar(1));
+  at::_fused_adamw_(params_, g, exp_avg_, exp_avg_sq_, {}, device_steps_, lr, opt_.beta1,
+                    opt_.beta2, opt_.weight_decay, opt_.eps, false, false, c10::nullopt,
+                    c10::nullopt);
+#else
+  fail("AdamW::step_on_device needs a CUDA build of LibTorch 2.4 or newer");
+#endif
+}
+
 std::map<std::string, torch::Tensor> AdamW::state_dict() const {
   std::map<std::string, torch::Tensor> s;
   for (size_t i = 0; i < names_.size(); ++i) {

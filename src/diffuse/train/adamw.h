@@ -22,6 +22,12 @@ class AdamW {
 
   // One update with learning rate lr; parameters without a gradient are skipped.
   void step(double lr);
+  // The same update for a step captured in a CUDA graph: the learning rate is read from the
+  // 0-dim float32 device tensor lr and the step counts live on the device (LibTorch's fused
+  // kernel, CUDA and LibTorch >= 2.4 only). The host's count does not move: count_step() does
+  // that once per replay.
+  void step_on_device(const torch::Tensor& lr);
+  void count_step() { ++step_; }
   void zero_grad();
   int64_t steps_taken() const { return step_; }
 
@@ -38,6 +44,7 @@ class AdamW {
  private:
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_, exp_avg_, exp_avg_sq_;
+  std::vector<torch::Tensor> device_steps_;  // step_on_device's counts, one per parameter
   AdamWOptions opt_;
   int64_t step_ = 0;
 };

@@ -40,8 +40,11 @@ namespace diffuse {
   X(sample_n)                   \
   X(sample_steps)               \
   X(device)                     \
-  X(precision)                       \
-  X(threads)
+  X(precision)                  \
+  X(threads)                    \
+  X(channels_last)              \
+  X(fused_norm)                 \
+  X(cuda_graph)
 // clang-format on
 
 nlohmann::json TrainConfig::to_json() const {
@@ -103,6 +106,12 @@ void TrainConfig::validate() const {
   check(threads >= 0, "--threads must be >= 0, got ", threads);
   check(precision == "auto" || precision == "fp32" || precision == "tf32" || precision == "bf16",
         "--precision: unknown precision '", precision, "' (expected ", kPrecisionChoices, ")");
+  check(!fused_norm || channels_last,
+        "--fused-norm needs --channels-last (the kernels take NHWC activations)");
+  check(!cuda_graph || !class_cond, "--cuda-graph is not yet supported with --class-cond");
+  check(!cuda_graph || timestep_sampler == "uniform",
+        "--cuda-graph needs --timestep-sampler uniform (the other updates its weights on the "
+        "host)");
 }
 
 }  // namespace diffuse

@@ -52,6 +52,9 @@ struct TrainConfig {
   // runtime
   std::string device = "auto";
   std::string precision = "auto";  // auto | fp32 | tf32 | bf16 (core/device.h); auto: bf16 on CUDA
+  bool channels_last = false;      // channels-last (NHWC) weights and activations on CUDA
+  bool fused_norm = false;         // diffuse's fused GroupNorm+SiLU kernels on CUDA (channels-last)
+  bool cuda_graph = false;         // the whole training step captured as one CUDA graph
   int64_t threads = 0;
 
   nlohmann::json to_json() const;

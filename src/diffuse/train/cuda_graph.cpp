@@ -80,4 +80,61 @@ torch::Tensor GraphedForward::operator()(const torch::Tensor& x, const torch::Te
   return eager(x, t);
 }
 
+struct CapturedStep::Graph {
+#ifdef DIFFUSE_WITH_CUDA
+  at::cuda::CUDAGraph graph;
+#endif
+};
+
+CapturedStep::CapturedStep(torch::Device device, int64_t warmup)
+    : device_(device), warmup_(warmup) {}
+
+CapturedStep::~CapturedStep() = default;
+
+void CapturedStep::operator()(const std::function<void()>& body) {
+#ifdef DIFFUSE_WITH_CUDA
+  if (captured_) {
+    graph_->graph.replay();
+    return;
+  }
+  if (!device_.is_cuda() || failed_ || calls_++ < warmup_) {
+    body();
+    return;
+  }
+  const bool cache = at::autocast::is_autocast_cache_enabled();
+  at::autocast::set_autocast_cache_enabled(false);
+  try {
+    auto side = c10::cuda::getStreamFromPool(false, device_.index());
+    auto current = c10::cuda::getCurrentCUDAStream(device_.index());
+    at::cuda::CUDAEvent ready;
+    ready.record(current);
+    ready.block(side);
+    {
+      c10::cuda::CUDAStreamGuard guard(side);
+      graph_ = std::make_unique<Graph>();
+      graph_->graph.capture_begin();
+      body();
+      graph_->graph.capture_end();
+    }
+    at::cuda::CUDAEvent done;
+    done.record(side);
+    done.block(current);
+    captured_ = true;
+  } catch (const c10::Error& e) {
+    std::cerr << "diffuse: CUDA graph capture of the step failed, running it eagerly: "
+              << e.what_without_backtrace() << "\n";
+    graph_.reset();
+    failed_ = true;
+  }
+  at::autocast::set_autocast_cache_enabled(cache);
+  // Capture records the work without doing it: this call's step happens now.
+  if (captured_)
+    graph_->graph.replay();
+  else
+    body();
+#else
+  body();
+#endif
+}
+
 }  // namespace diffuse

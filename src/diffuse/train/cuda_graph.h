@@ -5,6 +5,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <memory>
 
 #include "diffuse/models/unet.h"
@@ -28,6 +29,27 @@ class GraphedForward {
   bool bf16_;
   bool captured_ = false;
   torch::Tensor static_x_, static_t_, static_out_;
+  struct Graph;
+  std::unique_ptr<Graph> graph_;
+};
+
+// A whole step (the training step: forward, backward, clipping, AdamW, EMA) captured once as a
+// CUDA graph and replayed. The first `warmup` calls run the body eagerly (cuDNN plans, the
+// allocator's pools), the next captures it on a side stream and replays it, later calls replay.
+// The body must read its inputs from, and leave its results in, tensors that outlive the calls;
+// host code inside it runs only during warm-up and capture, so per-step scalars belong in device
+// tensors filled before each call. If capture fails the body runs eagerly from then on.
+class CapturedStep {
+ public:
+  explicit CapturedStep(torch::Device device, int64_t warmup = 3);
+  ~CapturedStep();
+  void operator()(const std::function<void()>& body);
+  bool captured() const { return captured_; }
+
+ private:
+  torch::Device device_;
+  int64_t warmup_, calls_ = 0;
+  bool captured_ = false, failed_ = false;
   struct Graph;
   std::unique_ptr<Graph> graph_;
 };

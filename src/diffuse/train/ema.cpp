@@ -29,4 +29,12 @@ void Ema::update(int64_t num_updates) {
   for (size_t i = 0; i < shadow_buffers_.size(); ++i) shadow_buffers_[i].copy_(model_buffers_[i]);
 }
 
+void Ema::update(const torch::Tensor& decay) {
+  torch::NoGradGuard no_grad;
+  auto keep = 1 - decay;
+  for (size_t i = 0; i < shadow_params_.size(); ++i)
+    shadow_params_[i].mul_(decay).add_(model_params_[i].detach() * keep);
+  for (size_t i = 0; i < shadow_buffers_.size(); ++i) shadow_buffers_[i].copy_(model_buffers_[i]);
+}
+
 }  // namespace diffuse

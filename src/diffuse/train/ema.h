@@ -16,6 +16,9 @@ class Ema {
 
   // shadow = d shadow + (1 - d) model, for every parameter; buffers are copied. On the device.
   void update(int64_t num_updates);
+  // The same with the decay read from a 0-dim float32 tensor on the parameters' device, for a
+  // step captured in a CUDA graph.
+  void update(const torch::Tensor& decay);
   double decay_at(int64_t num_updates) const;
   torch::nn::Module& shadow() { return *shadow_; }
 

@@ -11,6 +11,7 @@
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/image.h"
 #include "diffuse/io/safetensors.h"
+#include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
 #include "diffuse/train/checkpoint.h"
@@ -122,6 +123,14 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
   ema_model_ = UNet2DModel(mc);
   model_->to(device_);
   ema_model_->to(device_);
+  // Before the optimizer makes its moment buffers in the parameters' layout.
+  model_->set_channels_last(cfg_.channels_last);
+  ema_model_->set_channels_last(cfg_.channels_last);
+  set_fused_group_norm(cfg_.fused_norm && device_.is_cuda());
+  if (cfg_.cuda_graph && device_.is_cuda()) {
+    check(!group_, "--cuda-graph is not yet supported with data-parallel training");
+    captured_step_ = std::make_unique<CapturedStep>(device_);
+  }
   {
     torch::NoGradGuard no_grad;
     auto src = model_->parameters();
@@ -239,6 +248,7 @@ void Trainer::split_dropout_stream() {
 }
 
 torch::Tensor Trainer::train_step() {
+  if (captured_step_) return graphed_train_step();
   model_->train();
   auto batch = loader_->next();
   const auto& x0 = batch.x;  // (b, C, H, W): this rank's slice [lo, lo + b) of the global batch
@@ -285,6 +295,61 @@ torch::Tensor Trainer::train_step() {
   gnorm_sum_.add_(gnorm.to(torch::kFloat32));
   ++since_log_;
   return loss.detach();
+}
+
+// The step above with its inputs copied into static buffers and the learning rate and EMA decay
+// in device scalars, so one CUDA graph replays it; t and noise come from the same CPU generator.
+torch::Tensor Trainer::graphed_train_step() {
+  model_->train();
+  auto batch = loader_->next();
+  const int64_t B = batch.x.size(0);
+  auto draw = tsampler_->sample(B, device_, gen_);
+  auto noise = at::randn(batch.x.sizes(), gen_, torch::kFloat32).to(device_, /*non_blocking=*/true);
+  if (!static_.x0.defined()) {
+    static_.x0 = torch::empty_like(batch.x);
+    static_.t = torch::empty_like(draw.t);
+    static_.noise = torch::empty_like(noise);
+    static_.weights = torch::empty_like(draw.weights);
+    auto scalar = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
+    static_.lr = torch::zeros({}, scalar);
+    static_.ema_decay = torch::zeros({}, scalar);
+    static_.loss = torch::zeros({}, scalar);
+  }
+  check(batch.x.sizes() == static_.x0.sizes(), "--cuda-graph: batch shape changed from ",
+        static_.x0.sizes(), " to ", batch.x.sizes());
+  static_.x0.copy_(batch.x);
+  static_.t.copy_(draw.t);
+  static_.noise.copy_(noise);
+  static_.weights.copy_(draw.weights);
+  static_.lr.fill_(warmup_lr(cfg_.lr, step_, cfg_.warmup));
+  static_.ema_decay.fill_(ema_->decay_at(step_));
+  (*captured_step_)([this] { graph_body(); });
+  opt_->count_step();
+  ++step_;
+  ++since_log_;
+  return static_.loss.clone();
+}
+
+void Trainer::graph_body() {
+  // Eager calls (warm-up, a failed capture) and the capture start from no gradients, so the
+  // captured backward writes them rather than adding to them.
+  if (!captured_step_->captured()) opt_->zero_grad();
+  auto x_t = diffusion_->q_sample(static_.x0, static_.t, static_.noise);
+  torch::Tensor out;
+  {
+    AutocastGuard autocast(autocast_bf16(precision_));
+    out = model_->forward(x_t, static_.t);
+  }
+  auto losses = diffusion_->training_losses(out.to(torch::kFloat32), static_.x0, x_t, static_.t,
+                                            static_.noise, loss_type_, loss_weighting_);
+  auto loss = (losses.loss * static_.weights).mean();
+  loss.backward();
+  auto gnorm = opt_->clip_grad_norm(cfg_.grad_clip);
+  opt_->step_on_device(static_.lr);
+  ema_->update(static_.ema_decay);
+  loss_sum_.add_(loss.detach());
+  gnorm_sum_.add_(gnorm.to(torch::kFloat32));
+  static_.loss.copy_(loss.detach());
 }
 
 void Trainer::save_checkpoint_now() {

@@ -20,6 +20,7 @@
 #include "diffuse/models/unet.h"
 #include "diffuse/train/adamw.h"
 #include "diffuse/train/config.h"
+#include "diffuse/train/cuda_graph.h"
 #include "diffuse/train/ema.h"
 #include "diffuse/train/model_source.h"
 
@@ -53,6 +54,8 @@ class Trainer {
   void save_checkpoint_now();
 
   int64_t step() const { return step_; }
+  // Whether --cuda-graph's capture of the step has happened (and succeeded).
+  bool step_captured() const { return captured_step_ && captured_step_->captured(); }
   const TrainConfig& config() const { return cfg_; }
   UNet2DModel& model() { return model_; }
   UNet2DModel& ema_model() { return ema_model_; }
@@ -71,6 +74,8 @@ class Trainer {
   // Ranks other than 0 draw dropout from their own stream, a function of (seed, rank, step) so
   // that it restarts identically after a checkpoint.
   void split_dropout_stream();
+  torch::Tensor graphed_train_step();
+  void graph_body();  // the captured step: reads and writes only the tensors of Captured
 
   TrainConfig cfg_;
   torch::Device device_;
@@ -95,6 +100,12 @@ class Trainer {
   double wall_time() const;  // seconds of training in this run, earlier processes included
   double wall_offset_ = 0;   // wall time of the run before the current run() call
   std::optional<std::chrono::steady_clock::time_point> run_start_;
+  // --cuda-graph: the step's inputs in static buffers, per-step scalars on the device.
+  struct Captured {
+    torch::Tensor x0, t, noise, weights, lr, ema_decay, loss;
+  };
+  Captured static_;
+  std::unique_ptr<CapturedStep> captured_step_;
 };
 
 }  // namespace diffuse
