@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli_support.h"
 #include "diffuse/core/filesystem.h"
 #include "diffuse/dist/launcher.h"
 #include "diffuse/io/atomic_file.h"
@@ -25,20 +26,10 @@ using namespace diffuse;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string output;
-};
+using Result = CliResult;
 
 Result run(const std::string& args) {
-  const auto log =
-      fs::temp_directory_path() / ("diffuse_cli_dist_" + std::to_string(::getpid()) + ".log");
-  const std::string cmd =
-      std::string(DIFFUSE_CLI_PATH) + " " + args + " > " + log.string() + " 2>&1";
-  const int rc = std::system(cmd.c_str());
-  Result r{WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, read_file(log.string())};
-  ::unlink(log.c_str());
-  return r;
+  return run_cli(args, "cli_dist");
 }
 
 // A few steps of the tiny U-Net on random pixels; no dropout, so the runs are deterministic.

@@ -38,7 +38,7 @@ TrainConfig synthetic_config(const std::string& name, const std::string& device)
   c.ema_decay = 0.99;
   c.sample_every = c.ckpt_every = 0;
   c.device = device;
-  c.bf16 = false;
+  c.precision = "fp32";
   return c;
 }
 
