@@ -2,6 +2,7 @@
 
 #include <ATen/autocast_mode.h>
 
+#include <functional>
 #include <iostream>
 
 #include "diffuse/core/compat.h"
@@ -14,6 +15,40 @@
 #endif
 
 namespace diffuse {
+
+#ifdef DIFFUSE_WITH_CUDA
+namespace {
+
+// Runs warmup (if any) and then captures body into graph, both on a side stream ordered after the
+// device's current stream, with autocast's cast cache off: casts cached outside the capture would
+// be freed under the graph's feet. Throws c10::Error when the capture fails.
+void capture_on_side_stream(at::cuda::CUDAGraph& graph, const torch::Device& device,
+                            const std::function<void()>& warmup,
+                            const std::function<void()>& body) {
+  struct CastCacheOff {
+    bool was = at::autocast::is_autocast_cache_enabled();
+    CastCacheOff() { at::autocast::set_autocast_cache_enabled(false); }
+    ~CastCacheOff() { at::autocast::set_autocast_cache_enabled(was); }
+  } cache_off;
+  auto side = c10::cuda::getStreamFromPool(false, device.index());
+  auto current = c10::cuda::getCurrentCUDAStream(device.index());
+  at::cuda::CUDAEvent ready;
+  ready.record(current);
+  ready.block(side);
+  {
+    c10::cuda::CUDAStreamGuard guard(side);
+    if (warmup) warmup();
+    graph.capture_begin();
+    body();
+    graph.capture_end();
+  }
+  at::cuda::CUDAEvent done;
+  done.record(side);
+  done.block(current);
+}
+
+}  // namespace
+#endif
 
 struct GraphedForward::Graph {
 #ifdef DIFFUSE_WITH_CUDA
@@ -35,34 +70,21 @@ GraphedForward::GraphedForward(UNet2DModel model, std::vector<int64_t> x_shape, 
   auto opts = torch::TensorOptions().device(device);
   static_x_ = torch::randn(shape_, opts);
   static_t_ = torch::zeros({shape_[0]}, opts.dtype(torch::kLong));
-  // Casts cached by autocast outside the capture would be freed under the graph's feet.
-  const bool cache = at::autocast::is_autocast_cache_enabled();
-  at::autocast::set_autocast_cache_enabled(false);
   try {
-    auto side = c10::cuda::getStreamFromPool(false, device.index());
-    auto current = c10::cuda::getCurrentCUDAStream(device.index());
-    at::cuda::CUDAEvent ready;
-    ready.record(current);
-    ready.block(side);
-    {
-      c10::cuda::CUDAStreamGuard guard(side);
-      for (int i = 0; i < 3; ++i)
-        static_out_ = eager(static_x_, static_t_);  // warm-up: cuDNN plans, allocator
-      graph_ = std::make_unique<Graph>();
-      graph_->graph.capture_begin();
-      static_out_ = eager(static_x_, static_t_);
-      graph_->graph.capture_end();
-    }
-    at::cuda::CUDAEvent done;
-    done.record(side);
-    done.block(current);
+    graph_ = std::make_unique<Graph>();
+    capture_on_side_stream(
+        graph_->graph, device,
+        [&] {
+          for (int i = 0; i < 3; ++i)
+            static_out_ = eager(static_x_, static_t_);  // warm-up: cuDNN plans, allocator
+        },
+        [&] { static_out_ = eager(static_x_, static_t_); });
     captured_ = true;
   } catch (const c10::Error& e) {
     std::cerr << "diffuse: CUDA graph capture failed, running eagerly: "
               << e.what_without_backtrace() << "\n";
     graph_.reset();
   }
-  at::autocast::set_autocast_cache_enabled(cache);
 #endif
 }
 
@@ -101,24 +123,9 @@ void CapturedStep::operator()(const std::function<void()>& body) {
     body();
     return;
   }
-  const bool cache = at::autocast::is_autocast_cache_enabled();
-  at::autocast::set_autocast_cache_enabled(false);
   try {
-    auto side = c10::cuda::getStreamFromPool(false, device_.index());
-    auto current = c10::cuda::getCurrentCUDAStream(device_.index());
-    at::cuda::CUDAEvent ready;
-    ready.record(current);
-    ready.block(side);
-    {
-      c10::cuda::CUDAStreamGuard guard(side);
-      graph_ = std::make_unique<Graph>();
-      graph_->graph.capture_begin();
-      body();
-      graph_->graph.capture_end();
-    }
-    at::cuda::CUDAEvent done;
-    done.record(side);
-    done.block(current);
+    graph_ = std::make_unique<Graph>();
+    capture_on_side_stream(graph_->graph, device_, nullptr, body);
     captured_ = true;
   } catch (const c10::Error& e) {
     std::cerr << "diffuse: CUDA graph capture of the step failed, running it eagerly: "
@@ -126,7 +133,6 @@ void CapturedStep::operator()(const std::function<void()>& body) {
     graph_.reset();
     failed_ = true;
   }
-  at::autocast::set_autocast_cache_enabled(cache);
   // Capture records the work without doing it: this call's step happens now.
   if (captured_)
     graph_->graph.replay();
