@@ -9,8 +9,8 @@
 #include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
-#include "diffuse/train/cuda_graph.h"
-#include "diffuse/train/generate.h"
+#include "diffuse/pipeline/cuda_graph.h"
+#include "diffuse/pipeline/generate.h"
 #include "diffuse/train/trainer.h"
 
 namespace diffuse::cli {

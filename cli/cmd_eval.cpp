@@ -12,8 +12,8 @@
 #include "diffuse/eval/sample_quality.h"
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/npy.h"
-#include "diffuse/train/generate.h"
-#include "diffuse/train/model_source.h"
+#include "diffuse/pipeline/generate.h"
+#include "diffuse/pipeline/load_model.h"
 
 namespace fs = std::filesystem;
 

@@ -4,7 +4,7 @@
 
 #include "commands.h"
 #include "diffuse/core/error.h"
-#include "diffuse/eval/report.h"
+#include "diffuse/report/report.h"
 
 namespace fs = std::filesystem;
 

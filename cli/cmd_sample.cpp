@@ -11,8 +11,8 @@
 #include "diffuse/io/npy.h"
 #include "diffuse/samplers/inversion.h"
 #include "diffuse/samplers/timesteps.h"
-#include "diffuse/train/generate.h"
-#include "diffuse/train/model_source.h"
+#include "diffuse/pipeline/generate.h"
+#include "diffuse/pipeline/load_model.h"
 
 namespace fs = std::filesystem;
 

@@ -19,7 +19,7 @@
 #include "diffuse/dist/launcher.h"
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/safetensors.h"
-#include "diffuse/train/checkpoint.h"
+#include "diffuse/io/checkpoint.h"
 
 namespace fs = std::filesystem;
 using namespace diffuse;

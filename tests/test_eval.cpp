@@ -12,14 +12,14 @@
 
 #include "diffuse/core/error.h"
 #include "diffuse/core/filesystem.h"
-#include "diffuse/eval/base64.h"
+#include "diffuse/io/base64.h"
 #include "diffuse/eval/frechet.h"
 #include "diffuse/eval/nll.h"
-#include "diffuse/eval/report.h"
+#include "diffuse/report/report.h"
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/image.h"
 #include "diffuse/models/presets.h"
-#include "diffuse/train/model_source.h"
+#include "diffuse/pipeline/load_model.h"
 #include "diffuse/train/trainer.h"
 
 namespace fs = std::filesystem;

@@ -15,7 +15,7 @@
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/image.h"
 #include "diffuse/io/npy.h"
-#include "diffuse/io/plot.h"
+#include "diffuse/report/plot.h"
 #include "diffuse/io/safetensors.h"
 
 using namespace diffuse;

@@ -14,9 +14,9 @@
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
 #include "diffuse/train/adamw.h"
-#include "diffuse/train/checkpoint.h"
+#include "diffuse/io/checkpoint.h"
 #include "diffuse/train/ema.h"
-#include "diffuse/train/generate.h"
+#include "diffuse/pipeline/generate.h"
 #include "diffuse/train/trainer.h"
 #include "support.h"
 

@@ -9,7 +9,7 @@
 #include "diffuse/core/filesystem.h"
 #include "diffuse/models/group_norm_act.h"
 #include "diffuse/train/adamw.h"
-#include "diffuse/train/cuda_graph.h"
+#include "diffuse/pipeline/cuda_graph.h"
 #include "diffuse/train/ema.h"
 #include "diffuse/train/trainer.h"
 #include "support.h"

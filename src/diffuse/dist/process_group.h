@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "diffuse/core/compat.h"
+#include "diffuse/dist/c10d_group.h"
 
 namespace diffuse {
 

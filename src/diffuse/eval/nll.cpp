@@ -10,7 +10,7 @@
 #include "diffuse/core/progress.h"
 #include "diffuse/data/dataset.h"
 #include "diffuse/io/atomic_file.h"
-#include "diffuse/io/plot.h"
+#include "diffuse/report/plot.h"
 
 namespace fs = std::filesystem;
 

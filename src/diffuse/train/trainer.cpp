@@ -11,11 +11,12 @@
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/image.h"
 #include "diffuse/io/safetensors.h"
+#include "diffuse/models/class_labels.h"
 #include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
-#include "diffuse/train/checkpoint.h"
-#include "diffuse/train/generate.h"
+#include "diffuse/io/checkpoint.h"
+#include "diffuse/pipeline/generate.h"
 
 namespace fs = std::filesystem;
 
@@ -44,13 +45,6 @@ UNetConfig model_config_for(const TrainConfig& cfg, const GaussianDiffusion& d) 
 
 Trainer::Trainer(TrainConfig cfg, DistEnv env, DistOptions dist)
     : Trainer(std::move(cfg), false, std::move(env), std::move(dist)) {}
-
-torch::Tensor drop_labels(const torch::Tensor& y, int64_t null_class, double p, at::Generator& gen,
-                          int64_t global_batch, int64_t offset) {
-  const int64_t n = global_batch > 0 ? global_batch : y.size(0);
-  auto u = at::rand({n}, gen, torch::kFloat64).narrow(0, offset, y.size(0)).to(y.device());
-  return torch::where(u < p, torch::full_like(y, null_class), y);
-}
 
 Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist)
     : cfg_(std::move(cfg)),
@@ -110,8 +104,8 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
     check(mc.num_class_embeds == 0 || mc.num_class_embeds == data.num_classes + 1, "--model ",
           cfg_.model, " has num_class_embeds ", mc.num_class_embeds, " but --data ", cfg_.data,
           " has ", data.num_classes, " classes (and one more, the null class, is needed)");
-    mc.num_class_embeds = data.num_classes + 1;
-    null_class_ = mc.num_class_embeds - 1;
+    mc.num_class_embeds = class_embeds_for(data.num_classes);
+    null_class_ = null_class(mc);
   } else {
     check(mc.num_class_embeds == 0, "--model ", cfg_.model, " is class-conditional (",
           "num_class_embeds ", mc.num_class_embeds, "): train it with --class-cond");

@@ -20,18 +20,11 @@
 #include "diffuse/models/unet.h"
 #include "diffuse/train/adamw.h"
 #include "diffuse/train/config.h"
-#include "diffuse/train/cuda_graph.h"
+#include "diffuse/pipeline/cuda_graph.h"
 #include "diffuse/train/ema.h"
-#include "diffuse/train/model_source.h"
+#include "diffuse/diffusion/process_config.h"
 
 namespace diffuse {
-
-// Label dropout for classifier-free guidance (Ho & Salimans 2022): each label y: (B) int64 is
-// replaced by null_class with probability p, from one uniform draw per example on gen (CPU). In
-// data-parallel training y is rows [offset, offset + len) of a global batch: all global_batch
-// draws are made on every rank and sliced, so the ranks together drop what one process would.
-torch::Tensor drop_labels(const torch::Tensor& y, int64_t null_class, double p, at::Generator& gen,
-                          int64_t global_batch = 0, int64_t offset = 0);
 
 class Trainer {
  public:

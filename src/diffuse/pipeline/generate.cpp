@@ -1,11 +1,11 @@
-#include "diffuse/train/generate.h"
+#include "diffuse/pipeline/generate.h"
 
 #include <cmath>
 #include <sstream>
 
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
-#include "diffuse/train/cuda_graph.h"
+#include "diffuse/pipeline/cuda_graph.h"
 
 namespace diffuse {
 
@@ -16,14 +16,6 @@ Denoiser unet_denoiser(UNet2DModel model, bool bf16) {
     AutocastGuard autocast(bf16 && x.is_cuda());
     return model->forward(x, tt).to(torch::kFloat32);
   };
-}
-
-int64_t num_classes(const UNetConfig& cfg) {
-  return cfg.num_class_embeds > 0 ? cfg.num_class_embeds - 1 : 0;
-}
-
-int64_t null_class(const UNetConfig& cfg) {
-  return cfg.num_class_embeds > 0 ? cfg.num_class_embeds - 1 : -1;
 }
 
 Denoiser guided_unet_denoiser(UNet2DModel model, torch::Tensor labels, double guidance, bool bf16) {
@@ -53,39 +45,6 @@ Denoiser guided_unet_denoiser(UNet2DModel model, torch::Tensor labels, double gu
     if (cond.size(1) == C) return guided;
     return torch::cat({guided, cond.narrow(1, C, cond.size(1) - C)}, 1);
   };
-}
-
-std::vector<int64_t> parse_class_list(const std::string& spec, int64_t classes) {
-  check(classes > 0, "--class: the model is not class-conditional (its config.json has no ",
-        "num_class_embeds)");
-  std::vector<int64_t> out;
-  if (spec == "all") {
-    for (int64_t k = 0; k < classes; ++k) out.push_back(k);
-    return out;
-  }
-  std::stringstream ss(spec);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int64_t k = -1;
-    try {
-      k = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    check(!item.empty() && used == item.size(), "--class: '", item,
-          "' is not a class number (expected K, K1,K2,... or all)");
-    check(k >= 0 && k < classes, "--class ", k, " is out of range: the model has ", classes,
-          " classes (0 to ", classes - 1, ")");
-    out.push_back(k);
-  }
-  check(!out.empty(), "--class: no class given (expected K, K1,K2,... or all)");
-  return out;
-}
-
-torch::Tensor cycle_labels(const std::vector<int64_t>& classes, int64_t n) {
-  auto list = torch::tensor(classes, torch::kInt64);
-  return list.index_select(0, torch::arange(n, torch::kInt64).remainder(list.size(0)));
 }
 
 SamplerOptions sampler_options(const ProcessConfig& process, const std::string& kind, int64_t steps,

@@ -6,21 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "diffuse/models/class_labels.h"
 #include "diffuse/models/unet.h"
 #include "diffuse/samplers/sample_loop.h"
 #include "diffuse/samplers/sampler.h"
-#include "diffuse/train/model_source.h"
+#include "diffuse/pipeline/load_model.h"
 
 namespace diffuse {
 
 // The network output as float32, under bf16 autocast when asked and on CUDA.
 Denoiser unet_denoiser(UNet2DModel model, bool bf16);
-
-// Class-conditional models (num_class_embeds > 0) have num_class_embeds - 1 classes and the null
-// class (no label, the unconditional model) at index num_class_embeds - 1, diffuse's convention
-// for classifier-free guidance (diffusers fixes none). Unconditional models: 0 classes, -1.
-int64_t num_classes(const UNetConfig& cfg);
-int64_t null_class(const UNetConfig& cfg);
 
 // Classifier-free guidance (Ho & Salimans 2022) in diffusers' guidance_scale convention:
 //   out = out(x, null) + s (out(x, class) - out(x, null)),
@@ -31,12 +26,6 @@ int64_t null_class(const UNetConfig& cfg);
 // [x, x] with [labels, null] per step; s = 1 and s = 0 need only one forward of x.
 // labels: (B) int64, the batch the denoiser will be called with.
 Denoiser guided_unet_denoiser(UNet2DModel model, torch::Tensor labels, double guidance, bool bf16);
-
-// The classes a --class value names for a model with `classes` classes: "all" (0 .. classes-1),
-// or one class K or a comma-separated list. Errors name --class.
-std::vector<int64_t> parse_class_list(const std::string& spec, int64_t classes);
-// n labels cycling through `classes`: label i = classes[i % classes.size()].
-torch::Tensor cycle_labels(const std::vector<int64_t>& classes, int64_t n);
 
 // The forward replayed from a CUDA graph captured for inputs of x_shape (CUDA only; other shapes
 // run eagerly). Capturing costs several forwards: build it once and reuse it across calls.

@@ -1,4 +1,4 @@
-#include "diffuse/eval/report.h"
+#include "diffuse/report/report.h"
 
 #include <chrono>
 #include <cmath>
@@ -10,10 +10,10 @@
 #include <sstream>
 
 #include "diffuse/core/error.h"
-#include "diffuse/eval/base64.h"
+#include "diffuse/io/base64.h"
 #include "diffuse/io/atomic_file.h"
 #include "diffuse/io/image.h"
-#include "diffuse/io/plot.h"
+#include "diffuse/report/plot.h"
 
 namespace fs = std::filesystem;
 

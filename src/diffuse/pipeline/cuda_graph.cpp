@@ -1,4 +1,4 @@
-#include "diffuse/train/cuda_graph.h"
+#include "diffuse/pipeline/cuda_graph.h"
 
 #include <ATen/autocast_mode.h>
 

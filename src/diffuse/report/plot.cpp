@@ -1,4 +1,4 @@
-#include "diffuse/io/plot.h"
+#include "diffuse/report/plot.h"
 
 #include <cmath>
 #include <cstdio>

@@ -1,4 +1,4 @@
-#include "diffuse/eval/base64.h"
+#include "diffuse/io/base64.h"
 
 #include <cstdint>
 

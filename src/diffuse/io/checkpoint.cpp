@@ -1,4 +1,4 @@
-#include "diffuse/train/checkpoint.h"
+#include "diffuse/io/checkpoint.h"
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -1,12 +1,9 @@
-// Finding a model to sample or evaluate from what a user names: a diffuse run folder (newest
-// checkpoint, EMA weights by default), one checkpoint folder, a diffusers UNet2DModel directory, or
-// a diffusers pipeline directory (unet/ + scheduler/).
+// A model's process as diffusers stores it beside the weights (scheduler/scheduler_config.json).
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
 
 #include "diffuse/diffusion/gaussian_diffusion.h"
-#include "diffuse/models/unet.h"
 
 namespace diffuse {
 
@@ -25,15 +22,5 @@ struct ProcessConfig {
   static ProcessConfig from_scheduler_json(const nlohmann::json& j, const std::string& source);
   GaussianDiffusion make_diffusion() const;
 };
-
-struct LoadedModel {
-  UNet2DModel model{nullptr};
-  ProcessConfig process;
-  std::string description;  // e.g. "runs/fmnist/checkpoints/step_00001000/unet_ema"
-  int64_t step = -1;        // training step, when known
-};
-
-// use_ema: for run/checkpoint folders, the EMA weights (default) or the raw ones.
-LoadedModel load_model(const std::string& spec, const torch::Device& device, bool use_ema = true);
 
 }  // namespace diffuse
