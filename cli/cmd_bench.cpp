@@ -114,7 +114,7 @@ int run_bench(const Args& a) {
       g.progress = false;
       // Captured once, outside the timed runs, as a sampling service would keep it.
       if (graph && device.is_cuda())
-        g.denoiser = graphed_unet_denoiser(
+        g.model_fn = graphed_unet_model_fn(
             model, {B, cfg.in_channels, cfg.sample_size, cfg.sample_size}, bf16);
       const auto steps = a.integer("steps");
       fig = time_repeats(device, std::min<int64_t>(warmup, 1), repeats, [&] {

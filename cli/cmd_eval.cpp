@@ -14,6 +14,7 @@
 #include "diffuse/io/npy.h"
 #include "diffuse/pipeline/generate.h"
 #include "diffuse/pipeline/load_model.h"
+#include "diffuse/pipeline/model_fn.h"
 
 namespace fs = std::filesystem;
 

@@ -9,10 +9,10 @@
 #include "diffuse/data/dataset.h"
 #include "diffuse/io/image.h"
 #include "diffuse/io/npy.h"
-#include "diffuse/samplers/inversion.h"
-#include "diffuse/samplers/timesteps.h"
 #include "diffuse/pipeline/generate.h"
 #include "diffuse/pipeline/load_model.h"
+#include "diffuse/samplers/inversion.h"
+#include "diffuse/samplers/timesteps.h"
 
 namespace fs = std::filesystem;
 
@@ -67,42 +67,40 @@ torch::Tensor load_latent(const std::string& path, const UNetConfig& cfg) {
   return z;
 }
 
-int run_sample(const Args& a) {
-  const auto device = setup_device(a);
-  auto lm = load_model(a.str("model"), device, !a.flag("no-ema"));
-  const auto kind = a.str("sampler");
-  const auto sopts = sampler_from_args(a, lm.process, kind);
+// --n, --batch, --seed, --init-noise, --class and --guidance; columns: one per class when several
+// are sampled, else 0.
+GenerateOptions generate_options(const Args& a, const LoadedModel& lm, const torch::Device& device,
+                                 int64_t* columns) {
   GenerateOptions g;
   g.n = a.integer("n");
   g.batch = a.integer("batch");
   g.seed = static_cast<uint64_t>(a.integer("seed"));
   g.bf16 = autocast_bf16(precision_of(a, device));
   g.guidance = a.number("guidance");
+  const auto& cfg = lm.model->config();
   if (a.has("init-noise")) {
     g.init_noise = load_npy(a.str("init-noise")).to(torch::kFloat32);
     if (g.init_noise.dim() == 3) g.init_noise = g.init_noise.unsqueeze(0);
     check(g.init_noise.dim() == 4, a.str("init-noise"), ": expected (N, C, H, W) noise, got ",
           g.init_noise.sizes());
-    check(g.init_noise.size(1) == lm.model->config().in_channels, a.str("init-noise"),
-          ": noise has ", g.init_noise.size(1), " channels, the model takes ",
-          lm.model->config().in_channels);
+    check(g.init_noise.size(1) == cfg.in_channels, a.str("init-noise"), ": noise has ",
+          g.init_noise.size(1), " channels, the model takes ", cfg.in_channels);
     if (!a.given("n")) g.n = g.init_noise.size(0);
     check(g.init_noise.size(0) == g.n, a.str("init-noise"), ": holds ", g.init_noise.size(0),
           " noise tensors but --n is ", g.n);
   }
-  int64_t columns = 0;  // one column per class when several are sampled
-  const int64_t classes = num_classes(lm.model->config());
+  *columns = 0;
+  const int64_t classes = num_classes(cfg);
   if (a.has("class") || classes > 0) {
     const auto list = parse_class_list(a.has("class") ? a.str("class") : "all", classes);
     g.class_labels = cycle_labels(list, g.n);
-    if (list.size() > 1) columns = static_cast<int64_t>(list.size());
+    if (list.size() > 1) *columns = static_cast<int64_t>(list.size());
   }
-  std::cerr << "diffuse: sampling " << g.n << " images with " << kind << " (" << sopts.steps
-            << " steps) from " << lm.description << "\n";
-  auto images = generate(lm.model, lm.process, sopts, g, device);
-  const auto out = a.str("out");
-  save_grid_png(out, images, columns > 0 ? columns : grid_columns(g.n));
-  std::cout << "wrote " << out << " (" << g.n << " images)\n";
+  return g;
+}
+
+// --save-npy and --out-dir.
+void write_extra_outputs(const Args& a, const torch::Tensor& images) {
   if (a.has("save-npy")) {
     save_npy(a.str("save-npy"), images);
     std::cout << "wrote " << a.str("save-npy") << " (float32, [-1, 1], shape " << images.sizes()
@@ -117,49 +115,59 @@ int run_sample(const Args& a) {
     }
     std::cout << "wrote " << images.size(0) << " PNGs to " << a.str("out-dir") << "\n";
   }
-  if (a.has("trajectory")) {
-    // The DDPM paper's progressive generation: x_t and the predicted x_0 at evenly spaced steps.
-    const int64_t frames = a.integer("trajectory-frames"), show = std::min<int64_t>(g.n, 4);
-    check(frames >= 1, "--trajectory-frames must be >= 1, got ", frames);
-    const auto diffusion = lm.process.make_diffusion();
-    auto sampler = make_sampler(sopts, diffusion.schedule());
-    const auto S = static_cast<int64_t>(sampler->num_steps());
-    std::set<int64_t> keep;  // evenly spaced steps, first and last included
-    for (int64_t f = 0; f < frames; ++f)
-      keep.insert(frames > 1 ? static_cast<int64_t>(
-                                   std::llround(static_cast<double>(f) * (S - 1) / (frames - 1)))
-                             : S - 1);
-    std::vector<std::vector<torch::Tensor>> xs(show), x0s(show);
-    SampleCallbacks cb;
-    cb.label = "trajectory";
-    cb.on_step = [&](size_t i, int64_t, const torch::Tensor& x_t, const torch::Tensor& pred_x0) {
-      if (!keep.count(static_cast<int64_t>(i))) return;
-      for (int64_t j = 0; j < show; ++j) {
-        xs[j].push_back(x_t[j].to(torch::kCPU).clamp(-1, 1));
-        x0s[j].push_back(pred_x0[j].to(torch::kCPU).clamp(-1, 1));
-      }
-    };
-    NoiseSource noise(g.seed);
-    const auto& cfg = lm.model->config();
-    auto x_T = g.init_noise.defined()
-                   ? g.init_noise.narrow(0, 0, show).to(device)
-                   : noise.randn({show, cfg.in_channels, cfg.sample_size, cfg.sample_size},
-                                 torch::TensorOptions().device(device));
-    sample(
-        *sampler,
-        g.class_labels.defined()
-            ? guided_unet_denoiser(lm.model, g.class_labels.narrow(0, 0, show), g.guidance, g.bf16)
-            : unet_denoiser(lm.model, g.bf16),
-        x_T, noise, cb);
-    std::vector<torch::Tensor> rows;
+}
+
+// The DDPM paper's progressive generation: x_t and the predicted x_0 at evenly spaced steps of the
+// first (up to) 4 images, which per-image noise makes the grid's first images.
+void write_trajectory(const Args& a, LoadedModel& lm, const SamplerOptions& sopts,
+                      GenerateOptions g, const torch::Device& device) {
+  const int64_t frames = a.integer("trajectory-frames"), show = std::min<int64_t>(g.n, 4);
+  check(frames >= 1, "--trajectory-frames must be >= 1, got ", frames);
+  const auto S = static_cast<int64_t>(
+      make_sampler(sopts, lm.process.make_diffusion().schedule())->num_steps());
+  std::set<int64_t> keep;  // evenly spaced steps, first and last included
+  for (int64_t f = 0; f < frames; ++f)
+    keep.insert(frames > 1 ? static_cast<int64_t>(
+                                 std::llround(static_cast<double>(f) * (S - 1) / (frames - 1)))
+                           : S - 1);
+  std::vector<std::vector<torch::Tensor>> xs(show), x0s(show);
+  g.n = g.batch = show;
+  g.callbacks.label = "trajectory";
+  if (g.init_noise.defined()) g.init_noise = g.init_noise.narrow(0, 0, show);
+  if (g.class_labels.defined()) g.class_labels = g.class_labels.narrow(0, 0, show);
+  g.callbacks.on_step = [&](size_t i, int64_t, const torch::Tensor& x_t, const torch::Tensor& x0) {
+    if (!keep.count(static_cast<int64_t>(i))) return;
     for (int64_t j = 0; j < show; ++j) {
-      rows.push_back(torch::stack(xs[j]));
-      rows.push_back(torch::stack(x0s[j]));
+      xs[j].push_back(x_t[j].to(torch::kCPU).clamp(-1, 1));
+      x0s[j].push_back(x0[j].to(torch::kCPU).clamp(-1, 1));
     }
-    save_strip_png(a.str("trajectory"), rows);
-    std::cout << "wrote " << a.str("trajectory") << " (rows: x_t, then predicted x_0, for " << show
-              << " samples)\n";
+  };
+  generate(lm.model, lm.process, sopts, g, device);
+  std::vector<torch::Tensor> rows;
+  for (int64_t j = 0; j < show; ++j) {
+    rows.push_back(torch::stack(xs[j]));
+    rows.push_back(torch::stack(x0s[j]));
   }
+  save_strip_png(a.str("trajectory"), rows);
+  std::cout << "wrote " << a.str("trajectory") << " (rows: x_t, then predicted x_0, for " << show
+            << " samples)\n";
+}
+
+int run_sample(const Args& a) {
+  const auto device = setup_device(a);
+  auto lm = load_model(a.str("model"), device, !a.flag("no-ema"));
+  const auto kind = a.str("sampler");
+  const auto sopts = sampler_from_args(a, lm.process, kind);
+  int64_t columns = 0;
+  const auto g = generate_options(a, lm, device, &columns);
+  std::cerr << "diffuse: sampling " << g.n << " images with " << kind << " (" << sopts.steps
+            << " steps) from " << lm.description << "\n";
+  auto images = generate(lm.model, lm.process, sopts, g, device);
+  const auto out = a.str("out");
+  save_grid_png(out, images, columns > 0 ? columns : grid_columns(g.n));
+  std::cout << "wrote " << out << " (" << g.n << " images)\n";
+  write_extra_outputs(a, images);
+  if (a.has("trajectory")) write_trajectory(a, lm, sopts, g, device);
   return 0;
 }
 
@@ -170,7 +178,7 @@ int run_encode(const Args& a) {
   const auto diffusion = lm.process.make_diffusion();
   auto sopts = sampler_from_args(a, lm.process, "ddim");
   sopts.eta = 0;
-  auto denoise = unet_denoiser(lm.model, autocast_bf16(precision_of(a, device)));
+  auto denoise = unet_model_fn(lm.model, autocast_bf16(precision_of(a, device)));
   const int64_t B = a.integer("batch");
   std::vector<torch::Tensor> zs, recon;
   for (int64_t s = 0; s < x0.size(0); s += B) {
@@ -214,7 +222,7 @@ int run_interpolate(const Args& a) {
   sopts.eta = 0;
   SampleCallbacks cb;
   cb.label = "interpolate";
-  auto imgs = decode(unet_denoiser(lm.model, autocast_bf16(precision_of(a, device))),
+  auto imgs = decode(unet_model_fn(lm.model, autocast_bf16(precision_of(a, device))),
                      diffusion.schedule(), sopts, zs, cb)
                   .to(torch::kCPU);
   save_strip_png(a.str("out"), {imgs});

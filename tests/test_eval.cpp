@@ -20,6 +20,7 @@
 #include "diffuse/io/image.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/pipeline/load_model.h"
+#include "diffuse/pipeline/model_fn.h"
 #include "diffuse/train/trainer.h"
 
 namespace fs = std::filesystem;

@@ -18,7 +18,6 @@
 #include "diffuse/samplers/euler_ancestral.h"
 #include "diffuse/samplers/heun.h"
 #include "diffuse/samplers/inversion.h"
-#include "diffuse/samplers/sample_loop.h"
 #include "diffuse/samplers/sampler.h"
 #include "diffuse/samplers/score.h"
 #include "diffuse/samplers/timesteps.h"
@@ -31,6 +30,19 @@ namespace {
 
 double max_abs(const torch::Tensor& a, const torch::Tensor& b) {
   return (a - b).abs().max().item<double>();
+}
+
+// The timestep of a (B) tensor whose rows all hold it (as every sampler calls the model).
+int64_t one_timestep(const torch::Tensor& t) {
+  EXPECT_EQ(t.dim(), 1);
+  const auto t0 = t[0].item<int64_t>();
+  EXPECT_TRUE(t.eq(t0).all().item<bool>()) << t;
+  return t0;
+}
+
+// A ModelFn from a function of (x, timestep).
+ModelFn model_of(std::function<torch::Tensor(const torch::Tensor&, int64_t)> f) {
+  return [f](const torch::Tensor& x, const torch::Tensor& t) { return f(x, one_timestep(t)); };
 }
 
 // Data x0 ~ N(mu, s^2) elementwise; the exact MMSE predictor in any parameterisation, float64.
@@ -51,8 +63,11 @@ struct Analytic {
     if (p == PredictionType::V) return a * e - sd * x0;
     return e;
   }
-  Denoiser denoiser(PredictionType p = PredictionType::Epsilon) const {
-    return [this, p](const torch::Tensor& x, int64_t t) { return output(p, x, t); };
+  // The analytic model as a ModelFn; every row of t must be the same timestep.
+  ModelFn denoiser(PredictionType p = PredictionType::Epsilon) const {
+    return [this, p](const torch::Tensor& x, const torch::Tensor& t) {
+      return output(p, x, one_timestep(t));
+    };
   }
 };
 
@@ -179,28 +194,29 @@ TEST(Timesteps, RepeatsAreRejectedWithTheLargestValidCount) {
 
 TEST(Timesteps, StepLandsOnTheNextListedTimestep) {
   Analytic m{Schedule::linear(1000), torch::full({1, 2, 4, 4}, 0.2, torch::kFloat64), 0.5};
-  DdimSampler ddim(m.sch, trailing_timesteps(1000, 3), 0.0, PredictionType::Epsilon,
-                   VarianceType::FixedSmall, false);
-  EXPECT_EQ(ddim.prev_timestep(0), 666);
-  EXPECT_EQ(ddim.prev_timestep(1), 332);
-  EXPECT_EQ(ddim.prev_timestep(2), -1);
-  EXPECT_DOUBLE_EQ(ddim.alpha_bar_prev(1), m.sch.alphas_cumprod[332]);
-  EXPECT_DOUBLE_EQ(ddim.alpha_bar_prev(2), 1.0);
-
-  auto x = torch::randn({1, 2, 4, 4}, torch::kFloat64);
+  Sampler ddim(options("ddim", 3), m.sch, trailing_timesteps(1000, 3));
+  // Each step's input, and the x_0 predicted at the last one.
+  std::vector<torch::Tensor> xs;
+  torch::Tensor last_x0;
+  auto cb = quiet();
+  cb.on_step = [&](size_t, int64_t, const torch::Tensor& x_t, const torch::Tensor& x0) {
+    xs.push_back(x_t.clone());
+    last_x0 = x0.clone();
+  };
   NoiseSource noise(1);
-  auto out = ddim.step_full(m.eps(x, 666), 1, x, noise);
+  auto x0 = sample(ddim, m.denoiser(), torch::randn({1, 2, 4, 4}, torch::kFloat64), noise, cb);
+  ASSERT_EQ(xs.size(), 3u);
+  const auto& x = xs[1];           // at t = 666
   auto direct = [&](int64_t to) {  // DDIM eq. 12, eta = 0, written out
     const double ab = m.sch.alphas_cumprod[666], ab_to = m.sch.alphas_cumprod[to];
     const auto e = m.eps(x, 666);
     const auto x0 = (x - std::sqrt(1 - ab) * e) / std::sqrt(ab);
     return std::sqrt(ab_to) * x0 + std::sqrt(1 - ab_to) * e;
   };
-  EXPECT_LT(max_abs(out.prev, direct(332)), 1e-12);
-  EXPECT_GT(max_abs(out.prev, direct(333)), 1e-5);  // where a fixed stride would land
+  EXPECT_LT(max_abs(xs[2], direct(332)), 1e-12);
+  EXPECT_GT(max_abs(xs[2], direct(333)), 1e-5);  // where a fixed stride would land
   // After the last step abar = 1: the sample is the x_0 prediction.
-  auto last = ddim.step_full(m.eps(x, 332), 2, x, noise);
-  EXPECT_LT(max_abs(last.prev, last.pred_x0), 1e-12);
+  EXPECT_LT(max_abs(x0, last_x0), 1e-12);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -271,23 +287,22 @@ TEST(Ddpm, AncestralSamplesFollowTheChainsExactLaw) {
 
 TEST(Ddpm, LearnedRangeEndsAreTheFixedVariances) {
   Analytic m{Schedule::linear(1000), torch::full({1, 3, 4, 4}, -0.1, torch::kFloat64), 0.4};
-  auto ts = leading_timesteps(1000, 20);
-  auto P = PredictionType::Epsilon;
-  DdpmSampler small(m.sch, ts, P, VarianceType::FixedSmall, false);
-  DdpmSampler large(m.sch, ts, P, VarianceType::FixedLarge, false);
-  DdpmSampler learned(m.sch, ts, P, VarianceType::LearnedRange, false);
-  auto x = torch::randn({2, 3, 4, 4}, torch::kFloat64);
-  for (size_t i = 0; i + 1 < ts.size(); ++i) {
-    const auto e = m.eps(x, ts[i]);
-    NoiseSource n(static_cast<uint64_t>(i));
-    NoiseSource n_small = n, n_large = n, n_lo = n, n_hi = n;
-    // v = -1: frac 0, log beta~; v = +1: frac 1, log beta.
-    auto lo = learned.step(torch::cat({e, -torch::ones_like(e)}, 1), i, x, n_lo);
-    auto hi = learned.step(torch::cat({e, torch::ones_like(e)}, 1), i, x, n_hi);
-    EXPECT_LT(max_abs(lo, small.step(e, i, x, n_small)), 1e-10) << i;
-    EXPECT_LT(max_abs(hi, large.step(e, i, x, n_large)), 1e-10) << i;
-    EXPECT_GT(max_abs(lo, hi), 1e-4) << i;
-  }
+  auto x_T = torch::randn({2, 3, 4, 4}, torch::kFloat64);
+  auto run = [&](const std::string& variance, double v) {
+    auto o = options("ddpm", 20, "leading");
+    o.variance = variance;
+    auto model = model_of([&](const torch::Tensor& x, int64_t t) {
+      const auto e = m.eps(x, t);
+      return variance == "learned-range" ? torch::cat({e, torch::full_like(e, v)}, 1) : e;
+    });
+    NoiseSource noise(3);
+    return sample(*make_sampler(o, m.sch), model, x_T, noise, quiet());
+  };
+  // v = -1: frac 0, log beta~; v = +1: frac 1, log beta; the same noise, so the same chain.
+  auto lo = run("learned-range", -1.0), hi = run("learned-range", 1.0);
+  EXPECT_LT(max_abs(lo, run("fixed-small", 0.0)), 1e-10);
+  EXPECT_LT(max_abs(hi, run("fixed-large", 0.0)), 1e-10);
+  EXPECT_GT(max_abs(lo, hi), 1e-4);
 }
 
 TEST(Ddpm, SameSeedSameSamplesDifferentSeedDifferent) {
@@ -309,20 +324,35 @@ TEST(Ddpm, SameSeedSameSamplesDifferentSeedDifferent) {
 TEST(Ddim, EtaOneIsTheDdpmPosteriorOnTheRespacedSchedule) {
   Analytic m{Schedule::linear(1000), torch::full({1, 2, 4, 4}, 0.3, torch::kFloat64), 0.5};
   for (const auto& ts : {leading_timesteps(1000, 10), trailing_timesteps(1000, 3)}) {
-    DdimSampler ddim(m.sch, ts, 1.0, PredictionType::Epsilon, VarianceType::FixedSmall, false);
-    DdpmSampler ddpm(m.sch, ts, PredictionType::Epsilon, VarianceType::FixedSmall, false);
-    const auto& respaced = ddpm.respaced();
-    auto x = torch::randn({3, 2, 4, 4}, torch::kFloat64);
+    const auto respaced =
+        respaced_process(m.sch, ts, PredictionType::Epsilon, VarianceType::FixedSmall).schedule();
     for (size_t i = 0; i < ts.size(); ++i) {
       const auto j = ts.size() - 1 - i;
-      EXPECT_NEAR(ddim.sigma(i) * ddim.sigma(i), j == 0 ? 0.0 : respaced.posterior_variance[j],
-                  1e-15);
-      NoiseSource n1(42 + i), n2 = n1;
-      const auto e = m.eps(x, ts[i]);
-      auto next = ddim.step(e, i, x, n1);
-      EXPECT_LT(max_abs(next, ddpm.step(e, i, x, n2)), 1e-12) << i;
-      x = next;
+      const double abar = m.sch.alphas_cumprod[ts[i]];
+      const double abar_next = i + 1 < ts.size() ? m.sch.alphas_cumprod[ts[i + 1]] : 1.0;
+      const double sigma = ddim_sigma(abar, abar_next, 1.0);
+      EXPECT_NEAR(sigma * sigma, j == 0 ? 0.0 : respaced.posterior_variance[j], 1e-15);
     }
+    // With the same noise the two chains coincide step by step.
+    auto o = options("ddim", 0);
+    o.eta = 1.0;
+    Sampler ddim(o, m.sch, ts);
+    Sampler ddpm(options("ddpm", 0), m.sch, ts);
+    auto x_T = torch::randn({3, 2, 4, 4}, torch::kFloat64);
+    std::vector<torch::Tensor> a, b;
+    auto record = [](std::vector<torch::Tensor>& into) {
+      auto cb = quiet();
+      cb.on_step = [&into](size_t, int64_t, const torch::Tensor& x_t, const torch::Tensor&) {
+        into.push_back(x_t.clone());
+      };
+      return cb;
+    };
+    NoiseSource n1(42), n2 = n1;
+    auto xa = sample(ddim, m.denoiser(), x_T, n1, record(a));
+    auto xb = sample(ddpm, m.denoiser(), x_T, n2, record(b));
+    ASSERT_EQ(a.size(), ts.size());
+    for (size_t i = 0; i < ts.size(); ++i) EXPECT_LT(max_abs(a[i], b[i]), 1e-12) << i;
+    EXPECT_LT(max_abs(xa, xb), 1e-12);
   }
 }
 
@@ -465,6 +495,44 @@ TEST(Noise, CopiesReplayAndDtypesShareOneStream) {
   EXPECT_THROW(fresh.randn({2}, torch::kLong), Error);
 }
 
+TEST(Noise, EachImageHasItsOwnStream) {
+  // Image i's rows are the same whether it is drawn alone, in a batch, or after other images.
+  NoiseSource all(77);
+  auto a = all.randn({5, 3, 4}, torch::kFloat32);
+  auto a2 = all.randn({5, 3, 4}, torch::kFloat32);  // each stream continues
+  for (int64_t i = 0; i < 5; ++i) {
+    NoiseSource one(77, i);
+    EXPECT_TRUE(torch::equal(one.randn({1, 3, 4}, torch::kFloat32)[0], a[i])) << i;
+    EXPECT_TRUE(torch::equal(one.randn({1, 3, 4}, torch::kFloat32)[0], a2[i])) << i;
+  }
+  // Neighbouring images and neighbouring seeds share no noise.
+  EXPECT_FALSE(torch::equal(a[0], a[1]));
+  NoiseSource next_seed(78);
+  EXPECT_FALSE(
+      torch::equal(next_seed.randn({4, 3, 4}, torch::kFloat32).narrow(0, 0, 4), a.narrow(0, 1, 4)));
+  EXPECT_NE(image_seed(77, 1), image_seed(78, 0));
+}
+
+TEST(Samplers, TheBatchNeverChangesAnImage) {
+  // Every sampler, the ancestral ones included: images 0-4 sampled at once, and as batches of 2,
+  // 2 and 1 whose noise streams start at their first image.
+  Analytic m{Schedule::linear(1000), torch::full({1, 2, 4, 4}, 0.1, torch::kFloat64), 0.4};
+  for (const auto& k : sampler_kinds()) {
+    auto o = options(k.name, 8);
+    if (k.name == "ddim") o.eta = 1.0;  // DDIM's ancestral form
+    auto sampler = make_sampler(o, m.sch);
+    auto run = [&](int64_t first, int64_t n) {
+      NoiseSource noise(5, first);
+      auto x_T = noise.randn({n, 2, 4, 4}, torch::kFloat64);
+      return sample(*sampler, m.denoiser(), x_T, noise, quiet());
+    };
+    auto whole = run(0, 5);
+    auto parts = torch::cat({run(0, 2), run(2, 2), run(4, 1)});
+    EXPECT_LT(max_abs(whole, parts), 1e-12) << k.name;
+    EXPECT_GT(max_abs(whole[0], whole[1]), 1e-3) << k.name;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Bad input
 
@@ -495,30 +563,26 @@ TEST(Samplers, BadOptionsNameTheOption) {
   EXPECT_NE(msg(o).find("--steps"), std::string::npos);
 }
 
-TEST(Samplers, BadStepInputsThrow) {
+TEST(Samplers, BadModelOutputsThrow) {
   Analytic m{Schedule::linear(100), torch::zeros({1, 2, 4, 4}, torch::kFloat64), 0.5};
   auto x = torch::randn({2, 2, 4, 4}, torch::kFloat64);
-  NoiseSource noise(0);
+  auto returning = [](torch::Tensor out) {
+    return [out](const torch::Tensor&, const torch::Tensor&) { return out; };
+  };
   for (const auto& k : sampler_kinds()) {
     const auto& kind = k.name;
     auto sampler = make_sampler(options(kind, 5), m.sch);
-    EXPECT_THROW(sampler->step(torch::randn({2, 4, 4, 4}), 0, x, noise), Error) << kind;
-    EXPECT_THROW(sampler->step(torch::randn({2, 2, 4, 5}), 0, x, noise), Error) << kind;
-    EXPECT_THROW(sampler->step(torch::Tensor(), 0, x, noise), Error) << kind;
-    EXPECT_THROW(sampler->step(m.eps(x, 0), 5, x, noise), Error) << kind;
+    NoiseSource noise(0);
+    for (const auto& bad : {torch::randn({2, 4, 4, 4}), torch::randn({2, 2, 4, 5}), torch::Tensor(),
+                            torch::zeros({2, 2, 4, 4}, torch::kLong)})
+      EXPECT_THROW(sample(*sampler, returning(bad), x, noise, quiet()), Error) << kind;
   }
   auto o = options("ddim", 5);
   o.variance = "learned-range";  // needs 2C channels
-  EXPECT_THROW(make_sampler(o, m.sch)->step(m.eps(x, 0), 0, x, noise), Error);
-  // A multistep solver cannot skip steps.
-  auto dpm = make_sampler(options("dpm++2m", 5), m.sch);
-  dpm->step(m.eps(x, dpm->timesteps()[0]), 0, x, noise);
-  EXPECT_NE(error_of([&] { dpm->step(m.eps(x, 0), 2, x, noise); }).find("order"),
-            std::string::npos);
-  // Nor can Heun run a corrector without its predictor.
-  auto heun = make_sampler(options("heun", 5), m.sch);
-  heun->step(m.eps(x, heun->timesteps()[0]), 0, x, noise);
-  EXPECT_NE(error_of([&] { heun->step(m.eps(x, 0), 3, x, noise); }).find("order"),
+  NoiseSource noise(0);
+  EXPECT_NE(error_of([&] {
+              sample(*make_sampler(o, m.sch), m.denoiser(), x, noise, quiet());
+            }).find("2C"),
             std::string::npos);
 }
 
@@ -570,8 +634,9 @@ TEST(Score, AnalyticModelGivesTheExactScoreAndDenoiser) {
     auto x_s = to_variance_exploding(x_t, ab);
     auto D = (s2 * x_s + sigma * sigma * m.mu) / (s2 + sigma * sigma);
     for (auto p : {PredictionType::Epsilon, PredictionType::Sample, PredictionType::V}) {
-      auto edm = edm_denoiser(m.denoiser(p), m.sch, p);
-      EXPECT_TRUE(torch::allclose(edm(x_s, t), D, 1e-10, 1e-10)) << t << " " << to_string(p);
+      Denoiser edm(m.denoiser(p), m.sch, p, VarianceType::FixedSmall, false);
+      EXPECT_TRUE(torch::allclose(edm_denoised(edm, x_s, t), D, 1e-10, 1e-10))
+          << t << " " << to_string(p);
     }
   }
 }
@@ -666,12 +731,10 @@ TEST(Timesteps, KarrasRoundsTheKarrasSigmasToTimesteps) {
 
 TEST(Edm, EulerIsDdimOnTheSameTimesteps) {
   auto g = load_golden();
-  const auto P = PredictionType::Epsilon;
-  const auto V = VarianceType::FixedSmall;
   for (const auto& ts :
        {leading_timesteps(1000, 10), karras_timesteps(g.model.sch.alphas_cumprod, 18)}) {
-    EulerSampler euler(g.model.sch, ts, P, V, false);
-    DdimSampler ddim(g.model.sch, ts, 0.0, P, V, false);
+    Sampler euler(options("euler", 0), g.model.sch, ts);
+    Sampler ddim(options("ddim", 0), g.model.sch, ts);
     NoiseSource n1(0), n2(0);
     auto a = sample(euler, g.model.denoiser(), g.x_T, n1, quiet());
     auto b = sample(ddim, g.model.denoiser(), g.x_T, n2, quiet());
@@ -682,17 +745,17 @@ TEST(Edm, EulerIsDdimOnTheSameTimesteps) {
 TEST(Edm, EulerAncestralIsTheDdpmPosteriorStep) {
   Analytic m{Schedule::linear(1000), torch::full({1, 2, 4, 4}, 0.3, torch::kFloat64), 0.4};
   const auto ts = karras_timesteps(m.sch.alphas_cumprod, 20);
-  const auto P = PredictionType::Epsilon;
-  const auto V = VarianceType::FixedSmall;
-  EulerAncestralSampler ea(m.sch, ts, P, V, false);
-  DdpmSampler ddpm(m.sch, ts, P, V, false);
-  DdimSampler ddim1(m.sch, ts, 1.0, P, V, false);
+  Sampler ea(options("euler-a", 0), m.sch, ts);
+  Sampler ddpm(options("ddpm", 0), m.sch, ts);
   for (size_t i = 0; i < ts.size(); ++i) {
     // sigma_up is DDIM's eta = 1 sigma in the VE scaling; sigma_down^2 + sigma_up^2 = sigma'^2.
-    const double abar_next = ea.alpha_bar_prev(i), s_next = sigma_of_alpha_bar(abar_next);
-    EXPECT_NEAR(ea.sigma_up(i) * std::sqrt(abar_next), ddim1.sigma(i), 1e-12) << i;
-    EXPECT_NEAR(ea.sigma_up(i) * ea.sigma_up(i) + ea.sigma_down(i) * ea.sigma_down(i),
-                s_next * s_next, 1e-9 * s_next * s_next)
+    const double abar = m.sch.alphas_cumprod[ts[i]];
+    const double abar_next = i + 1 < ts.size() ? m.sch.alphas_cumprod[ts[i + 1]] : 1.0;
+    const double s_next = sigma_of_alpha_bar(abar_next);
+    const auto step = ancestral_step(sigma_of_alpha_bar(abar), s_next);
+    EXPECT_NEAR(step.sigma_up * std::sqrt(abar_next), ddim_sigma(abar, abar_next, 1.0), 1e-12) << i;
+    EXPECT_NEAR(step.sigma_up * step.sigma_up + step.sigma_down * step.sigma_down, s_next * s_next,
+                1e-9 * s_next * s_next)
         << i;
   }
   NoiseSource n1(5), n2(5);
@@ -706,20 +769,24 @@ TEST(Edm, HeunEvaluatesTwicePerLevelButTheLast) {
   Analytic m{Schedule::linear(1000), torch::full({1, 2, 4, 4}, -0.2, torch::kFloat64), 0.5};
   const auto& ab = m.sch.alphas_cumprod;
   const auto levels = karras_timesteps(ab, 6);
-  HeunSampler heun(m.sch, levels, PredictionType::Epsilon, VarianceType::FixedSmall, false);
-  EXPECT_EQ(heun.levels(), levels);
-  std::vector<int64_t> want{levels[0]};
+  Sampler heun(options("heun", 0), m.sch, levels);
+  EXPECT_EQ(heun.timesteps(), levels);
+  std::vector<int64_t> want{levels[0]}, seen;
   for (size_t k = 1; k < levels.size(); ++k) want.insert(want.end(), {levels[k], levels[k]});
-  EXPECT_EQ(heun.timesteps(), want);
-  int64_t calls = 0;
-  Denoiser counting = [&](const torch::Tensor& x, int64_t t) {
-    ++calls;
+  auto counting = model_of([&](const torch::Tensor& x, int64_t t) {
+    seen.push_back(t);
     return m.eps(x, t);
+  });
+  std::vector<torch::Tensor> xs;
+  auto cb = quiet();
+  cb.on_step = [&](size_t, int64_t, const torch::Tensor& x_t, const torch::Tensor&) {
+    xs.push_back(x_t.clone());
   };
   NoiseSource noise(0);
   auto x = torch::randn({2, 2, 4, 4}, torch::kFloat64);
-  sample(heun, counting, x, noise, quiet());
-  EXPECT_EQ(calls, 2 * 6 - 1);
+  sample(heun, counting, x, noise, cb);
+  EXPECT_EQ(seen.size(), 2u * 6 - 1);
+  EXPECT_EQ(seen, want);  // t_0, then t_1, t_1 (corrector, next predictor), ...
   // The first level by hand (EDM Algorithm 1, lines 3-7), in x_sigma = x_t / sqrt(abar).
   const double a0 = ab[levels[0]], a1 = ab[levels[1]];
   const double h = sigma_of_alpha_bar(a1) - sigma_of_alpha_bar(a0);
@@ -727,9 +794,9 @@ TEST(Edm, HeunEvaluatesTwicePerLevelButTheLast) {
   const auto x_euler = std::sqrt(a1) * (x / std::sqrt(a0) + h * d0);
   const auto d1 = m.eps(x_euler, levels[1]);
   const auto x1 = std::sqrt(a1) * (x / std::sqrt(a0) + h * 0.5 * (d0 + d1));
-  auto p = heun.step(d0, 0, x, noise);
-  EXPECT_LT(max_abs(p, x_euler), 1e-12);
-  EXPECT_LT(max_abs(heun.step(m.eps(p, levels[1]), 1, p, noise), x1), 1e-12);
+  ASSERT_EQ(xs.size(), levels.size());
+  EXPECT_LT(max_abs(xs[1], x1), 1e-12);
+  EXPECT_GT(max_abs(xs[1], x_euler), 1e-6);  // the correction is not a no-op
 }
 
 TEST(Edm, HeunAndEulerConvergeToTheExactOdeSolution) {
@@ -839,8 +906,9 @@ TEST(Ddpm, RespacedScheduleFollowsImprovedDiffusion) {
   const auto sch = Schedule::linear(1000);
   for (const auto& ts :
        {even_timesteps(1000, 100), trailing_timesteps(1000, 7), leading_timesteps(1000, 50)}) {
-    DdpmSampler ddpm(sch, ts, PredictionType::Epsilon, VarianceType::FixedSmall, false);
-    const auto& r = ddpm.respaced();
+    const auto process =
+        respaced_process(sch, ts, PredictionType::Epsilon, VarianceType::FixedSmall);
+    const auto& r = process.schedule();
     std::vector<int64_t> kept(ts.rbegin(), ts.rend());
     ASSERT_EQ(r.num_timesteps(), static_cast<int64_t>(kept.size()));
     std::vector<double> post(kept.size());
@@ -867,29 +935,29 @@ TEST(Ddpm, AllTimestepsIsTheOriginalProcess) {
   Analytic m{Schedule::linear(1000), torch::full({1, 2, 4, 4}, 0.1, torch::kFloat64), 0.6};
   const auto& sch = m.sch;
   auto ddpm = make_sampler(options("ddpm", 1000), sch);
-  const auto& r = dynamic_cast<DdpmSampler&>(*ddpm).respaced();
+  const auto all =
+      respaced_process(sch, ddpm->timesteps(), PredictionType::Epsilon, VarianceType::FixedSmall);
+  const auto& r = all.schedule();
   for (int64_t t = 0; t < 1000; ++t) {
     EXPECT_NEAR(r.betas[t], sch.betas[t], 1e-12 * sch.betas[t]) << t;
     EXPECT_NEAR(r.posterior_variance[t], sch.posterior_variance[t], 1e-12 * sch.betas[t]) << t;
     EXPECT_NEAR(r.posterior_mean_coef1[t], sch.posterior_mean_coef1[t], 1e-12) << t;
     EXPECT_NEAR(r.posterior_mean_coef2[t], sch.posterior_mean_coef2[t], 1e-12) << t;
   }
-  // A step equals p(x_{t-1} | x_t) of the unrespaced process for every variance type.
+  // The step's p(x_{t-1} | x_t) is the unrespaced process's for every variance type.
   auto x = torch::randn({2, 2, 4, 4}, torch::kFloat64);
   auto v = torch::rand({2, 2, 4, 4}, torch::kFloat64) * 2 - 1;
   for (const std::string variance : {"fixed-small", "fixed-large", "learned-range"}) {
-    auto o = options("ddpm", 1000);
-    o.variance = variance;
-    auto sampler = make_sampler(o, sch);
-    GaussianDiffusion process(sch, PredictionType::Epsilon, parse_variance_type(variance));
+    const auto V = parse_variance_type(variance);
+    const auto respaced = respaced_process(sch, ddpm->timesteps(), PredictionType::Epsilon, V);
+    GaussianDiffusion process(sch, PredictionType::Epsilon, V);
     for (int64_t t : {999, 500, 1}) {
-      const size_t i = static_cast<size_t>(999 - t);
       auto out = variance == "learned-range" ? torch::cat({m.eps(x, t), v}, 1) : m.eps(x, t);
-      NoiseSource n1(static_cast<uint64_t>(t)), n2 = n1;
-      auto step = sampler->step(out, i, x, n1);
-      auto p = process.p_mean_variance(out, x, torch::full({2}, t, torch::kLong));
-      auto want = p.mean + torch::exp(0.5 * p.log_variance) * n2.randn_like(x);
-      EXPECT_LT(max_abs(step, want), 1e-12) << variance << " " << t;
+      const auto tt = torch::full({2}, t, torch::kLong);
+      auto got = respaced.p_mean_variance(out, x, tt);
+      auto want = process.p_mean_variance(out, x, tt);
+      EXPECT_LT(max_abs(got.mean, want.mean), 1e-12) << variance << " " << t;
+      EXPECT_LT(max_abs(got.log_variance, want.log_variance), 1e-10) << variance << " " << t;
     }
   }
 }
@@ -909,10 +977,12 @@ TEST(Ddpm, HundredRespacedStepsWithTheExactLearnedVarianceReproduceTheData) {
   auto o = options("ddpm", 100);
   o.variance = "learned-range";
   auto sampler = make_sampler(o, m.sch);
-  const auto& r = dynamic_cast<DdpmSampler&>(*sampler).respaced();
   const auto& ts = sampler->timesteps();
+  const auto process =
+      respaced_process(m.sch, ts, PredictionType::Epsilon, VarianceType::LearnedRange);
+  const auto& r = process.schedule();
   double v_min = 1, v_max = -1;
-  Denoiser oracle = [&](const torch::Tensor& x, int64_t t) {
+  auto oracle = model_of([&](const torch::Tensor& x, int64_t t) {
     const auto j = static_cast<size_t>(std::find(ts.rbegin(), ts.rend(), t) - ts.rbegin());
     const double a = m.sch.alphas_cumprod[t];
     double v = 0;  // unused at the last step (no noise)
@@ -926,7 +996,7 @@ TEST(Ddpm, HundredRespacedStepsWithTheExactLearnedVarianceReproduceTheData) {
       v_max = std::max(v_max, v);
     }
     return torch::cat({m.eps(x, t), torch::full_like(x, v)}, 1);
-  };
+  });
   const double N = 32 * 4 * 16 * 16;
   const double tol_mean = 4 / std::sqrt(N), tol_var = 4 * std::sqrt(2 / (N - 1));  // 0.022, 0.031
   NoiseSource noise(9);

@@ -17,6 +17,7 @@
 #include "diffuse/io/checkpoint.h"
 #include "diffuse/train/ema.h"
 #include "diffuse/pipeline/generate.h"
+#include "diffuse/pipeline/load_model.h"
 #include "diffuse/train/trainer.h"
 #include "support.h"
 
@@ -325,31 +326,6 @@ TEST(Trainer, TinyModelOverfitsAHandfulOfImages) {
   remove_tree(dir);
 }
 
-// Sampling through a given denoiser (the graphed forward on CUDA) gives what the model's own
-// forward gives; on the CPU the graphed denoiser falls back to the eager forward, bit for bit.
-TEST(Generate, GivenDenoiserAndGraphFallbackMatchTheEagerForward) {
-  torch::manual_seed(0);
-  UNet2DModel model(preset_config("tiny-test"));
-  ProcessConfig process;
-  const auto so = sampler_options(process, "ddim", 4);
-  GenerateOptions g;
-  g.n = 3;
-  g.batch = 2;  // a full batch and a short one
-  g.seed = 7;
-  g.progress = false;
-  const auto cpu = torch::Device(torch::kCPU);
-  const auto eager = generate(model, process, so, g, cpu);
-  ASSERT_EQ(eager.sizes(), (std::vector<int64_t>{3, 1, 16, 16}));
-  int calls = 0;
-  const auto graphed = graphed_unet_denoiser(model, {2, 1, 16, 16}, /*bf16=*/true);
-  g.denoiser = [&](const torch::Tensor& x, int64_t t) {
-    ++calls;
-    return graphed(x, t);
-  };
-  EXPECT_TRUE(torch::equal(generate(model, process, so, g, cpu), eager));
-  EXPECT_EQ(calls, 8);  // 4 steps for each of the two batches
-}
-
 // Label dropout by Monte Carlo: with n = 200,000 draws at p = 0.1 the fraction of null labels has
 // standard deviation sqrt(p (1 - p) / n) = 0.00067; the tolerance is 5 of them. Kept labels are
 // unchanged, and the same seed gives the same draws.
@@ -425,72 +401,4 @@ TEST(Trainer, ClassConditionalRunResumesBitExactly) {
   diffuse::testing::expect_error([&] { Trainer{c}; }, {"--loss vlb", "--loss-weighting"});
   remove_tree(dir);
   remove_tree(unlabelled);
-}
-
-// Classifier-free guidance as a denoiser: scale 0 is the model with the null class and scale 1
-// the model with the label, exactly; any other scale is eps_null + s (eps_class - eps_null) from
-// one doubled batch; a learned variance comes from the conditional output.
-TEST(Guidance, ScalesZeroAndOneAreTheNullAndConditionalModels) {
-  auto cfg = preset_config("tiny-test");
-  cfg.num_class_embeds = 4;  // 3 classes and the null class
-  torch::manual_seed(6);
-  UNet2DModel model(cfg);
-  model->eval();
-  torch::NoGradGuard no_grad;
-  auto x = torch::randn({3, 1, 16, 16});
-  auto labels = torch::tensor({0L, 2L, 1L});
-  const int64_t t = 400;
-  auto tt = torch::full({3}, t, torch::kLong);
-  auto with_null = model->forward(x, tt, torch::full({3}, 3, torch::kLong));
-  auto with_label = model->forward(x, tt, labels);
-  EXPECT_TRUE(torch::equal(guided_unet_denoiser(model, labels, 0.0, false)(x, t), with_null));
-  EXPECT_TRUE(torch::equal(guided_unet_denoiser(model, labels, 1.0, false)(x, t), with_label));
-  auto guided = guided_unet_denoiser(model, labels, 2.5, false)(x, t);
-  EXPECT_TRUE(torch::allclose(guided, with_null + 2.5 * (with_label - with_null), 1e-5, 1e-5));
-  EXPECT_FALSE(torch::allclose(guided, with_label, 1e-3, 1e-3));
-
-  auto lr_cfg = with_learned_variance(cfg);
-  UNet2DModel lr(lr_cfg);
-  lr->eval();
-  auto lr_out = guided_unet_denoiser(lr, labels, 3.0, false)(x, t);
-  auto lr_label = lr->forward(x, tt, labels),
-       lr_null = lr->forward(x, tt, torch::full({3}, 3, torch::kLong));
-  EXPECT_TRUE(torch::allclose(lr_out.narrow(1, 1, 1), lr_label.narrow(1, 1, 1), 1e-5, 1e-5));
-  EXPECT_TRUE(torch::allclose(
-      lr_out.narrow(1, 0, 1),
-      lr_null.narrow(1, 0, 1) + 3.0 * (lr_label.narrow(1, 0, 1) - lr_null.narrow(1, 0, 1)), 1e-5,
-      1e-5));
-}
-
-TEST(Guidance, ClassListsAndErrors) {
-  EXPECT_EQ(parse_class_list("all", 3), (std::vector<int64_t>{0, 1, 2}));
-  EXPECT_EQ(parse_class_list("2,0", 3), (std::vector<int64_t>{2, 0}));
-  EXPECT_TRUE(torch::equal(cycle_labels({2, 0}, 5), torch::tensor({2L, 0L, 2L, 0L, 2L})));
-  diffuse::testing::expect_error([] { parse_class_list("3", 3); }, {"--class 3", "3 classes"});
-  diffuse::testing::expect_error([] { parse_class_list("1,x", 3); }, {"--class", "'x'"});
-  diffuse::testing::expect_error([] { parse_class_list("0", 0); },
-                                 {"--class", "not class-conditional"});
-
-  // generate: labels on an unconditional model are refused; a conditional model without labels
-  // samples every class in turn, which is what labels 0, 1, 2, 0 give.
-  torch::manual_seed(7);
-  UNet2DModel plain(preset_config("tiny-test"));
-  ProcessConfig process;
-  const auto so = sampler_options(process, "ddim", 3);
-  GenerateOptions g;
-  g.n = 4;
-  g.progress = false;
-  g.class_labels = torch::tensor({0L, 1L, 0L, 1L});
-  diffuse::testing::expect_error([&] { generate(plain, process, so, g, torch::kCPU); },
-                                 {"--class", "not class-conditional"});
-  auto cfg = preset_config("tiny-test");
-  cfg.num_class_embeds = 4;
-  UNet2DModel cond(cfg);
-  g.class_labels = torch::tensor({0L, 1L, 2L, 0L});
-  g.guidance = 2.0;
-  auto given = generate(cond, process, so, g, torch::kCPU);
-  g.class_labels = torch::Tensor();
-  EXPECT_TRUE(torch::equal(generate(cond, process, so, g, torch::kCPU), given));
-  g.class_labels = torch::tensor({1L, 1L, 1L, 1L});
-  EXPECT_FALSE(torch::equal(generate(cond, process, so, g, torch::kCPU), given));
 }

@@ -8,11 +8,9 @@
 #include <vector>
 
 #include "diffuse/diffusion/gaussian_diffusion.h"
+#include "diffuse/diffusion/model_fn.h"
 
 namespace diffuse {
-
-// Network output at (x_t, t): x_t (B, C, H, W), t (B) int64.
-using ModelFn = std::function<torch::Tensor(const torch::Tensor& x_t, const torch::Tensor& t)>;
 
 struct BpdOptions {
   int64_t terms = 0;     // 0 = all T terms; K < T = K evenly spaced terms (an estimate)

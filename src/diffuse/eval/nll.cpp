@@ -5,7 +5,6 @@
 #include <filesystem>
 #include <sstream>
 
-#include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
 #include "diffuse/core/progress.h"
 #include "diffuse/data/dataset.h"
@@ -75,22 +74,6 @@ NllResult evaluate_nll(const GaussianDiffusion& diffusion, const ModelFn& model,
   r.x0_mse_mean = to_vec(mse_sum);
   r.prior_mean = prior_sum.item<double>() * r.dims_ratio / n;
   return r;
-}
-
-ModelFn unet_model_fn(UNet2DModel model, bool bf16) {
-  return [model, bf16](const torch::Tensor& x_t, const torch::Tensor& t) mutable {
-    c10::InferenceMode inference;
-    const auto dtype = model->parameters().front().scalar_type();
-    AutocastGuard autocast(bf16 && x_t.is_cuda());
-    // A class-conditional model is evaluated as the unconditional one: the null class, the last
-    // embedding (generate.h).
-    const int64_t null_class = model->config().num_class_embeds - 1;
-    torch::Tensor labels;
-    if (null_class >= 0)
-      labels = torch::full({x_t.size(0)}, null_class,
-                           torch::TensorOptions().dtype(torch::kLong).device(x_t.device()));
-    return model->forward(x_t.to(dtype), t, labels).to(torch::kFloat64);
-  };
 }
 
 torch::Tensor load_eval_images(const std::string& spec, const std::string& split,

@@ -44,10 +44,6 @@ struct NllResult {
 NllResult evaluate_nll(const GaussianDiffusion& diffusion, const ModelFn& model,
                        const torch::Tensor& images, int64_t pad, const NllOptions& options);
 
-// The network as a ModelFn for calc_bpd_loop: inputs cast to its parameters' dtype, outputs back
-// to float64, under inference mode. Class-conditional models get the null class.
-ModelFn unet_model_fn(UNet2DModel model, bool bf16 = false);
-
 // Evaluation images for a model of side sample_size: the split at its own size when that is
 // no larger (pad_out then says how much to pad each side), else resized to sample_size.
 torch::Tensor load_eval_images(const std::string& spec, const std::string& split,

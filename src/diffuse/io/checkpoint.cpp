@@ -119,7 +119,7 @@ std::vector<std::string> list_checkpoints(const std::string& run_dir) {
   return out;
 }
 
-LoadedCheckpoint load_checkpoint(const std::string& dir) {
+LoadedCheckpoint load_checkpoint(const std::string& dir, const std::vector<std::string>& only) {
   const fs::path root(dir);
   const auto manifest_path = (root / "manifest.json").string();
   nlohmann::json manifest;
@@ -136,6 +136,11 @@ LoadedCheckpoint load_checkpoint(const std::string& dir) {
   out.step = manifest["step"].get<int64_t>();
   for (auto it = manifest["files"].begin(); it != manifest["files"].end(); ++it) {
     const auto rel = it.key();
+    const bool wanted =
+        only.empty() || std::any_of(only.begin(), only.end(), [&](const std::string& prefix) {
+          return rel.compare(0, prefix.size(), prefix) == 0;
+        });
+    if (!wanted) continue;
     const auto path = (root / rel).string();
     const auto bytes = read_file(path);
     const auto size = it.value().at("size").get<uint64_t>();

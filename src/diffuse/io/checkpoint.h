@@ -36,9 +36,10 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
 // Complete checkpoint folders (with a manifest) under run_dir/checkpoints, newest first.
 std::vector<std::string> list_checkpoints(const std::string& run_dir);
 
-// Verifies the manifest (sizes, CRC-32, parse) and reads every file. Throws diffuse::Error naming
-// the folder and the problem.
-LoadedCheckpoint load_checkpoint(const std::string& dir);
+// Verifies the manifest (sizes, CRC-32, parse) and reads every file, or only those whose path
+// starts with one of `only` (e.g. {"unet_ema/", "scheduler/"}: a model without its optimizer).
+// Throws diffuse::Error naming the folder and the problem.
+LoadedCheckpoint load_checkpoint(const std::string& dir, const std::vector<std::string>& only = {});
 
 // The newest checkpoint that verifies; each damaged newer one adds a line to `warnings`.
 std::optional<LoadedCheckpoint> load_latest_checkpoint(const std::string& run_dir,

@@ -4,8 +4,9 @@
 
 #include "diffuse/core/error.h"
 #include "diffuse/io/atomic_file.h"
-#include "diffuse/models/weights.h"
 #include "diffuse/io/checkpoint.h"
+#include "diffuse/models/unet_config.h"
+#include "diffuse/models/weights.h"
 
 namespace fs = std::filesystem;
 
@@ -32,17 +33,22 @@ LoadedModel load_model(const std::string& spec, const torch::Device& device, boo
   const std::string weights_name = use_ema ? "unet_ema" : "unet";
   if (fs::is_directory(p / "checkpoints")) {
     // A run folder: its newest checkpoint that verifies.
-    std::vector<std::string> warnings;
     auto dirs = list_checkpoints(p.string());
     check(!dirs.empty(), "--model ", spec, ": the run has no complete checkpoint yet");
     p = dirs.front();
   }
   if (fs::exists(p / "manifest.json")) {
-    load_checkpoint(p.string());  // verifies sizes and checksums before use
+    // Verifies sizes and checksums of what is used (not the optimizer state) before use.
+    const auto ck =
+        load_checkpoint(p.string(), {weights_name + "/", "scheduler/", "trainer_state.json"});
     unet_dir = p / weights_name;
+    const auto weights = weights_name + "/diffusion_pytorch_model.safetensors";
+    check(ck.files.tensors.count(weights), p.string(), ": checkpoint lacks ", weights);
+    out.model = UNet2DModel(load_config_json((unet_dir / "config.json").string()));
+    load_state_dict(*out.model, ck.files.tensors.at(weights), (p / weights).string());
     scheduler_json = p / "scheduler" / "scheduler_config.json";
-    auto st = p / "trainer_state.json";
-    if (fs::exists(st)) out.step = parse_json_file(st.string()).value("step", -1);
+    auto st = ck.files.texts.find("trainer_state.json");
+    if (st != ck.files.texts.end()) out.step = nlohmann::json::parse(st->second).value("step", -1);
   } else if (fs::exists(p / "unet" / "config.json")) {
     unet_dir = p / "unet";  // a diffusers pipeline folder
     scheduler_json = p / "scheduler" / "scheduler_config.json";
@@ -53,7 +59,7 @@ LoadedModel load_model(const std::string& spec, const torch::Device& device, boo
     fail("--model ", spec,
          ": not a diffuse run or checkpoint, nor a diffusers UNet2DModel or pipeline folder");
   }
-  out.model = load_diffusers_dir(unet_dir.string());
+  if (out.model.is_empty()) out.model = load_diffusers_dir(unet_dir.string());
   out.model->to(device);
   out.model->eval();
   if (fs::exists(scheduler_json))

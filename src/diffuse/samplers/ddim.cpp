@@ -6,26 +6,32 @@
 
 namespace diffuse {
 
-DdimSampler::DdimSampler(const Schedule& schedule, std::vector<int64_t> timesteps, double eta,
-                         PredictionType prediction, VarianceType variance, bool clip_x0)
-    : Sampler("ddim", schedule, std::move(timesteps), prediction, variance, clip_x0), eta_(eta) {
-  check(eta >= 0.0 && eta <= 1.0, "--eta must be in [0, 1], got ", eta);
+double ddim_sigma(double abar, double abar_next, double eta) {
+  if (eta == 0.0) return 0.0;
+  return eta * std::sqrt((1.0 - abar_next) / (1.0 - abar) * (1.0 - abar / abar_next));
 }
 
-double DdimSampler::sigma(size_t i) const {
-  const double abar = alpha_bar(i), abar_prev = alpha_bar_prev(i);
-  return eta_ * std::sqrt((1.0 - abar_prev) / (1.0 - abar) * (1.0 - abar / abar_prev));
-}
-
-StepResult DdimSampler::do_step(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
-                                NoiseSource& noise) {
-  const double abar_prev = alpha_bar_prev(i), sig = sigma(i);
-  auto p = predict(model_output, x, alpha_bar(i));
+torch::Tensor ddim_step(const torch::Tensor& x0, const torch::Tensor& eps, double abar_next,
+                        double sigma, NoiseSource* noise) {
   // "Direction pointing to x_t"; rounding can push 1 - abar' - sigma^2 a hair below 0.
-  const double dir = std::sqrt(std::max(0.0, 1.0 - abar_prev - sig * sig));
-  auto prev = std::sqrt(abar_prev) * p.x0 + dir * p.eps;
-  if (sig > 0.0) prev = prev + sig * noise.randn_like(x);
-  return {prev, p.x0};
+  const double dir = std::sqrt(std::max(0.0, 1.0 - abar_next - sigma * sigma));
+  auto x = std::sqrt(abar_next) * x0 + dir * eps;
+  if (sigma > 0.0) {
+    check(noise != nullptr, "ddim: eta > 0 needs a noise source");
+    x = x + sigma * noise->randn_like(x0);
+  }
+  return x;
+}
+
+torch::Tensor sample_ddim(const Denoiser& denoiser, torch::Tensor x, const SamplerRun& run) {
+  for (size_t i = 0; i < run.timesteps.size(); ++i) {
+    const double abar = run.alpha_bar(denoiser, i), abar_next = run.alpha_bar_next(denoiser, i);
+    const auto d = denoiser(x, run.timesteps[i]);
+    auto next = ddim_step(d.x0, d.eps, abar_next, ddim_sigma(abar, abar_next, run.eta), run.noise);
+    run.step_done(i, x, d.x0);
+    x = std::move(next);
+  }
+  return x;
 }
 
 }  // namespace diffuse

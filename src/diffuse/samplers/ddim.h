@@ -1,29 +1,23 @@
 // DDIM (Song et al. 2021, eq. 12): with abar = abar_t and abar' = abar at the next timestep,
+// clang-format off
 //   x' = sqrt(abar') x0 + sqrt(1 - abar' - sigma^2) eps + sigma z,
-//   sigma(eta) = eta sqrt((1 - abar') / (1 - abar)) sqrt(1 - abar / abar')   (eq. 16),
+//   sigma(eta) = eta sqrt((1 - abar') / (1 - abar)) sqrt(1 - abar / abar')      (eq. 16),
+// clang-format on
 // where (x0, eps) come from the model output at x_t. abar' = 1 after the last step, so the sample
 // is the last x0. eta = 0 is the deterministic ODE; eta = 1 is the DDPM posterior on the respaced
-// schedule.
+// schedule. Run with abar' > abar the same step is DDIM inversion (inversion.h).
 #pragma once
 #include "diffuse/samplers/sampler.h"
 
 namespace diffuse {
 
-class DdimSampler : public Sampler {
- public:
-  DdimSampler(const Schedule& schedule, std::vector<int64_t> timesteps, double eta,
-              PredictionType prediction, VarianceType variance, bool clip_x0);
+// sigma_t(eta) of eq. 16 for a step from abar to abar_next.
+double ddim_sigma(double abar, double abar_next, double eta);
 
-  double eta() const { return eta_; }
-  // sigma_t(eta) of step i.
-  double sigma(size_t i) const;
+// Eq. 12 from the (x0, eps) pair to the level abar_next; z is drawn from noise when sigma > 0.
+torch::Tensor ddim_step(const torch::Tensor& x0, const torch::Tensor& eps, double abar_next,
+                        double sigma, NoiseSource* noise);
 
- protected:
-  StepResult do_step(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
-                     NoiseSource& noise) override;
-
- private:
-  double eta_;
-};
+torch::Tensor sample_ddim(const Denoiser& denoiser, torch::Tensor x, const SamplerRun& run);
 
 }  // namespace diffuse

@@ -1,30 +1,18 @@
 // Ancestral sampling (Ho et al. 2020, Algorithm 2): x_{t-1} = mu_theta(x_t, t) + sigma_t z, with
-// no noise at the last step. With S < T steps it runs on the respaced schedule
-// (improved-diffusion): the kept timesteps' abar are unchanged and beta'_i = 1 - abar[kept_i] /
-// abar[kept_{i-1}].
+// no noise at the last step. With S < T steps it runs on the respaced process (Nichol & Dhariwal
+// 2021 sec. 4; improved-diffusion's SpacedDiffusion): a new process whose abar are the kept
+// timesteps' own, so beta'_i = 1 - abar[kept_i] / abar[kept_{i-1}], and whose p(x_{t-1} | x_t) is
+// GaussianDiffusion::p_mean_variance as it is, for every variance type.
 #pragma once
-#include "diffuse/diffusion/schedule.h"
 #include "diffuse/samplers/sampler.h"
 
 namespace diffuse {
 
-class DdpmSampler : public Sampler {
- public:
-  // variance: fixed-small (beta~'), fixed-large (beta', improved-diffusion's choice) or
-  // learned-range (exp(frac log beta' + (1 - frac) log beta~'), frac = (v + 1) / 2), all on the
-  // respaced schedule.
-  DdpmSampler(const Schedule& schedule, std::vector<int64_t> timesteps, PredictionType prediction,
-              VarianceType variance, bool clip_x0);
+// The process on the kept timesteps (descending, as a sampler visits them); its index j is the
+// kept timestep S-1-j.
+GaussianDiffusion respaced_process(const Schedule& schedule, std::vector<int64_t> timesteps,
+                                   PredictionType prediction, VarianceType variance);
 
-  // The respaced schedule the steps follow; its index j is step S-1-j.
-  const Schedule& respaced() const { return respaced_; }
-
- protected:
-  StepResult do_step(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
-                     NoiseSource& noise) override;
-
- private:
-  Schedule respaced_;
-};
+torch::Tensor sample_ddpm(const Denoiser& denoiser, torch::Tensor x, const SamplerRun& run);
 
 }  // namespace diffuse

@@ -1,26 +1,17 @@
 // DPM-Solver++ 2M (Lu et al. 2022, "DPM-Solver++", Algorithm 2): multistep, data prediction,
 // second order, in lambda = log(alpha / sigma) with alpha = sqrt(abar), sigma = sqrt(1 - abar).
-// The first step (no history yet) and the last step are first order (= DDIM); the last step lands
-// on sigma = 0, i.e. the sample is the x_0 prediction there. Deterministic: no noise is drawn.
+// clang-format off
+//   h_i = lambda_{i+1} - lambda_i,   r_i = h_{i-1} / h_i,
+//   D_i = (1 + 1 / (2 r_i)) x0_i - 1 / (2 r_i) x0_{i-1}        (x0_i alone at i = 0)
+//   x_{i+1} = (sigma_{i+1} / sigma_i) x_i - alpha_{i+1} (e^{-h_i} - 1) D_i
+// clang-format on
+// The first step (no history yet) and the last step are first order (= DDIM); the last lands on
+// sigma = 0, where the update is x0 itself. Deterministic: no noise is drawn.
 #pragma once
 #include "diffuse/samplers/sampler.h"
 
 namespace diffuse {
 
-class DpmSolverPPSampler : public Sampler {
- public:
-  DpmSolverPPSampler(const Schedule& schedule, std::vector<int64_t> timesteps,
-                     PredictionType prediction, VarianceType variance, bool clip_x0);
-
- protected:
-  StepResult do_step(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
-                     NoiseSource& noise) override;
-
- private:
-  // The previous step's x_0 prediction and lambda, valid when last_step_ == i - 1.
-  torch::Tensor prev_x0_;
-  double prev_lambda_ = 0.0;
-  int64_t last_step_ = -1;
-};
+torch::Tensor sample_dpmpp_2m(const Denoiser& denoiser, torch::Tensor x, const SamplerRun& run);
 
 }  // namespace diffuse

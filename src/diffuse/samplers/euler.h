@@ -10,14 +10,6 @@
 
 namespace diffuse {
 
-class EulerSampler : public Sampler {
- public:
-  EulerSampler(const Schedule& schedule, std::vector<int64_t> timesteps, PredictionType prediction,
-               VarianceType variance, bool clip_x0);
-
- protected:
-  StepResult do_step(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
-                     NoiseSource& noise) override;
-};
+torch::Tensor sample_euler(const Denoiser& denoiser, torch::Tensor x, const SamplerRun& run);
 
 }  // namespace diffuse

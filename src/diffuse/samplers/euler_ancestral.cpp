@@ -7,30 +7,26 @@
 
 namespace diffuse {
 
-EulerAncestralSampler::EulerAncestralSampler(const Schedule& schedule,
-                                             std::vector<int64_t> timesteps,
-                                             PredictionType prediction, VarianceType variance,
-                                             bool clip_x0)
-    : Sampler("euler-a", schedule, std::move(timesteps), prediction, variance, clip_x0) {}
-
-double EulerAncestralSampler::sigma_up(size_t i) const {
-  const double s = sigma_of_alpha_bar(alpha_bar(i)), s_next = sigma_of_alpha_bar(alpha_bar_prev(i));
-  return std::min(s_next, std::sqrt(s_next * s_next * (s * s - s_next * s_next) / (s * s)));
+AncestralStep ancestral_step(double sigma, double sigma_next) {
+  const double up =
+      std::min(sigma_next, std::sqrt(sigma_next * sigma_next *
+                                     (sigma * sigma - sigma_next * sigma_next) / (sigma * sigma)));
+  return {std::sqrt(std::max(0.0, sigma_next * sigma_next - up * up)), up};
 }
 
-double EulerAncestralSampler::sigma_down(size_t i) const {
-  const double s_next = sigma_of_alpha_bar(alpha_bar_prev(i)), up = sigma_up(i);
-  return std::sqrt(std::max(0.0, s_next * s_next - up * up));
-}
-
-StepResult EulerAncestralSampler::do_step(const torch::Tensor& model_output, size_t i,
-                                          const torch::Tensor& x, NoiseSource& noise) {
-  const double abar = alpha_bar(i), abar_next = alpha_bar_prev(i);
-  const double sigma = sigma_of_alpha_bar(abar), up = sigma_up(i);
-  auto p = predict(model_output, x, abar);
-  auto next = to_variance_exploding(x, abar) + (sigma_down(i) - sigma) * p.eps;
-  if (up > 0.0) next = next + up * noise.randn_like(x);
-  return {to_variance_preserving(next, abar_next), p.x0};
+torch::Tensor sample_euler_ancestral(const Denoiser& denoiser, torch::Tensor x,
+                                     const SamplerRun& run) {
+  for (size_t i = 0; i < run.timesteps.size(); ++i) {
+    const double abar = run.alpha_bar(denoiser, i), abar_next = run.alpha_bar_next(denoiser, i);
+    const double sigma = sigma_of_alpha_bar(abar);
+    const auto step = ancestral_step(sigma, sigma_of_alpha_bar(abar_next));
+    const auto d = denoiser(x, run.timesteps[i]);
+    auto next = to_variance_exploding(x, abar) + (step.sigma_down - sigma) * d.eps;
+    if (step.sigma_up > 0.0) next = next + step.sigma_up * run.noise->randn_like(x);
+    run.step_done(i, x, d.x0);
+    x = to_variance_preserving(next, abar_next);
+  }
+  return x;
 }
 
 }  // namespace diffuse

@@ -1,50 +1,27 @@
 #include "diffuse/samplers/heun.h"
 
-#include "diffuse/core/error.h"
 #include "diffuse/samplers/score.h"
-#include "diffuse/samplers/timesteps.h"
 
 namespace diffuse {
-namespace {
 
-// t_0, t_1, t_1, ..., t_{N-1}, t_{N-1}: where the 2N - 1 evaluations happen.
-std::vector<int64_t> evaluations(const Schedule& schedule, const std::vector<int64_t>& levels) {
-  validate_timesteps(levels, schedule.num_timesteps());
-  std::vector<int64_t> ts{levels.front()};
-  for (size_t k = 1; k < levels.size(); ++k) ts.insert(ts.end(), {levels[k], levels[k]});
-  return ts;
-}
-
-}  // namespace
-
-HeunSampler::HeunSampler(const Schedule& schedule, const std::vector<int64_t>& levels,
-                         PredictionType prediction, VarianceType variance, bool clip_x0)
-    : Sampler("heun", schedule, evaluations(schedule, levels), prediction, variance, clip_x0,
-              /*repeated_timesteps=*/true),
-      levels_(levels) {}
-
-StepResult HeunSampler::do_step(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
-                                NoiseSource&) {
-  const auto step = static_cast<int64_t>(i);
-  if (step == 0) last_step_ = -1;
-  check(step == 0 || last_step_ == step - 1, "heun: steps must be taken in order from 0; got ",
-        step, " after ", last_step_);
-  last_step_ = step;
-  const double abar = alpha_bar(i), abar_next = alpha_bar_prev(i);
-  auto p = predict(model_output, x, abar);
-  if (i % 2 == 0) {
-    // Euler predictor from level i/2 to the next level (or to sigma = 0 after the last).
-    const double dsigma = sigma_of_alpha_bar(abar_next) - sigma_of_alpha_bar(abar);
-    x_k_ = to_variance_exploding(x, abar);
-    d_k_ = p.eps;
-    dsigma_ = dsigma;
-    return {to_variance_preserving(x_k_ + dsigma * d_k_, abar_next), p.x0};
+torch::Tensor sample_heun(const Denoiser& denoiser, torch::Tensor x, const SamplerRun& run) {
+  const auto N = run.timesteps.size();
+  for (size_t i = 0; i < N; ++i) {
+    const double abar = run.alpha_bar(denoiser, i), abar_next = run.alpha_bar_next(denoiser, i);
+    const double t_cur = sigma_of_alpha_bar(abar), t_next = sigma_of_alpha_bar(abar_next);
+    const auto x_cur = to_variance_exploding(x, abar);
+    const auto d = denoiser(x, run.timesteps[i]);
+    const auto& d_cur = d.eps;
+    auto x_next = x_cur + (t_next - t_cur) * d_cur;
+    if (i + 1 < N) {
+      const auto d_prime =
+          denoiser(to_variance_preserving(x_next, abar_next), run.timesteps[i + 1]).eps;
+      x_next = x_cur + (t_next - t_cur) * (0.5 * d_cur + 0.5 * d_prime);
+    }
+    run.step_done(i, x, d.x0);
+    x = to_variance_preserving(x_next, abar_next);
   }
-  // Corrector at x~ (the level's timestep): the trapezoid of the two slopes, from x_k again.
-  auto next = x_k_ + (0.5 * dsigma_) * (d_k_ + p.eps);
-  x_k_ = torch::Tensor();
-  d_k_ = torch::Tensor();
-  return {to_variance_preserving(next, abar_next), p.x0};
+  return x;
 }
 
 }  // namespace diffuse

@@ -10,73 +10,50 @@
 namespace diffuse {
 namespace {
 
-struct Plan {
-  std::vector<int64_t> timesteps;  // descending
-  VarianceType variance;
-};
-
-Plan plan_for(const Schedule& schedule, const SamplerOptions& o) {
+// The deterministic DDIM these options name (validated with the sampler's messages).
+std::unique_ptr<Sampler> ddim_for(const Schedule& schedule, const SamplerOptions& o) {
   check(o.kind.empty() || o.kind == "ddim", "--sampler ", o.kind,
         ": DDIM inversion needs --sampler ddim (the deterministic ODE)");
   check(o.eta == 0.0, "--eta ", o.eta, ": DDIM inversion needs --eta 0 (the deterministic ODE)");
   SamplerOptions ddim = o;
   ddim.kind = "ddim";
-  // Validates steps, spacing and variance with the sampler's messages.
-  auto sampler = make_sampler(ddim, schedule);
-  return {sampler->timesteps(), sampler->variance()};
+  return make_sampler(ddim, schedule);
 }
 
 }  // namespace
 
-torch::Tensor encode(const Denoiser& denoiser, const Schedule& schedule,
-                     const SamplerOptions& options, torch::Tensor x0,
-                     const SampleCallbacks& callbacks) {
-  check(static_cast<bool>(denoiser), "inversion: no denoiser given");
+torch::Tensor encode(const ModelFn& model, const Schedule& schedule, const SamplerOptions& options,
+                     torch::Tensor x0, const SampleCallbacks& callbacks) {
   check(x0.defined() && x0.dim() >= 2, "inversion: x0 must be (B, C, ...)");
-  const auto plan = plan_for(schedule, options);
-  const auto& ts = plan.timesteps;
+  const auto sampler = ddim_for(schedule, options);
+  const auto& ts = sampler->timesteps();
   const auto S = ts.size();
-  const auto& abar = schedule.alphas_cumprod;
-  const int64_t C = x0.size(1);
-  const auto scalar = torch::TensorOptions().dtype(torch::kFloat64);
-
+  Denoiser denoiser(model, schedule, options.prediction, sampler->variance(), options.clip_x0,
+                    "inversion");
   c10::InferenceMode guard;
   ProgressBar bar(static_cast<int64_t>(S), callbacks.label, "step", callbacks.show_progress);
   auto x = std::move(x0);
-  double abar_from = 1.0;  // the data
-  // Step k goes up from level ts[k + 1] (the data for k = S - 1) to level ts[k].
+  // Step n goes up from level ts[k + 1] (the data for k = S - 1) to level ts[k], k = S - 1 - n.
   for (size_t n = 0; n < S; ++n) {
     const size_t k = S - 1 - n;
+    const int64_t t_from = k + 1 < S ? ts[k + 1] : -1;
     const int64_t t_eval = k + 1 < S ? ts[k + 1] : ts[S - 1];
-    const double abar_eval = abar[t_eval], abar_to = abar[ts[k]];
-    auto out = denoiser(x, t_eval);
-    check_model_output(out, x, plan.variance, "inversion");
-    const auto pred = out.narrow(1, 0, C).to(x.scalar_type());
-    const auto a = torch::scalar_tensor(std::sqrt(abar_eval), scalar);
-    const auto s = torch::scalar_tensor(std::sqrt(1.0 - abar_eval), scalar);
-    const auto split = options.clip_x0 ? split_prediction_clipped(options.prediction, pred, x, a, s)
-                                       : split_prediction(options.prediction, pred, x, a, s);
-    // DDIM eq. 13 in x / sqrt(abar) and sqrt(1/abar - 1).
-    const double gain = std::sqrt(abar_to / abar_from);
-    const double drift =
-        std::sqrt(abar_to) * (std::sqrt(1.0 / abar_to - 1.0) - std::sqrt(1.0 / abar_from - 1.0));
-    if (callbacks.on_step) callbacks.on_step(n, t_eval, x, split.x0);
-    x = gain * x + drift * split.eps;
-    abar_from = abar_to;
+    const double abar_from = denoiser.alpha_bar(t_from);
+    const auto d = denoiser(x, t_eval);
+    // The x_0 of x at its own level: the data itself on the first step.
+    const auto x0_at = (x - std::sqrt(1.0 - abar_from) * d.eps) / std::sqrt(abar_from);
+    if (callbacks.on_step) callbacks.on_step(n, t_eval, x, d.x0);
+    x = ddim_step(x0_at, d.eps, denoiser.alpha_bar(ts[k]), 0.0, nullptr);
     bar.update();
   }
   bar.finish();
   return x;
 }
 
-torch::Tensor decode(const Denoiser& denoiser, const Schedule& schedule,
-                     const SamplerOptions& options, torch::Tensor x_T,
-                     const SampleCallbacks& callbacks) {
-  const auto plan = plan_for(schedule, options);
-  DdimSampler sampler(schedule, plan.timesteps, 0.0, options.prediction, plan.variance,
-                      options.clip_x0);
+torch::Tensor decode(const ModelFn& model, const Schedule& schedule, const SamplerOptions& options,
+                     torch::Tensor x_T, const SampleCallbacks& callbacks) {
   NoiseSource unused(0);  // eta = 0 draws nothing
-  return sample(sampler, denoiser, std::move(x_T), unused, callbacks);
+  return ddim_for(schedule, options)->sample(model, std::move(x_T), unused, callbacks);
 }
 
 torch::Tensor slerp(const torch::Tensor& a, const torch::Tensor& b, double alpha) {

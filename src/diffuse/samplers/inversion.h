@@ -5,7 +5,6 @@
 #include <torch/torch.h>
 
 #include "diffuse/diffusion/schedule.h"
-#include "diffuse/samplers/sample_loop.h"
 #include "diffuse/samplers/sampler.h"
 
 namespace diffuse {
@@ -15,19 +14,16 @@ namespace diffuse {
 // or diffuse::Error names --sampler / --eta.
 //
 // Pairing: decoding steps from level t_i to t_{i+1} with the model evaluated at t_i (its start).
-// Encoding mirrors it: from t_{i+1} up to t_i with the model evaluated at t_{i+1}, the start again
-// (explicit Euler both ways, so the round trip error is O(1/S)). Its first step starts from the
-// data, which has no timestep: the model sees the smallest kept timestep there (t = 0 for leading).
-// Each step uses the ODE form (DDIM eq. 13): x'/sqrt(abar') = x/sqrt(abar) +
-// (sqrt(1/abar' - 1) - sqrt(1/abar - 1)) eps.
+// Encoding is the same DDIM step (ddim_step, eq. 12 with sigma = 0) run upwards: from t_{i+1} to
+// t_i with the model evaluated at t_{i+1}, the start again (explicit Euler both ways, so the round
+// trip error is O(1/S)). Its first step starts from the data, which has no timestep: the model sees
+// the smallest kept timestep there (t = 0 for leading), and x_0 is the data itself.
 // x0: (B, C, H, W) -> x_T: (B, C, H, W).
-torch::Tensor encode(const Denoiser& denoiser, const Schedule& schedule,
-                     const SamplerOptions& options, torch::Tensor x0,
-                     const SampleCallbacks& callbacks = {});
+torch::Tensor encode(const ModelFn& model, const Schedule& schedule, const SamplerOptions& options,
+                     torch::Tensor x0, const SampleCallbacks& callbacks = {});
 // DDIM eta = 0 sampling from x_T over the same timesteps.
-torch::Tensor decode(const Denoiser& denoiser, const Schedule& schedule,
-                     const SamplerOptions& options, torch::Tensor x_T,
-                     const SampleCallbacks& callbacks = {});
+torch::Tensor decode(const ModelFn& model, const Schedule& schedule, const SamplerOptions& options,
+                     torch::Tensor x_T, const SampleCallbacks& callbacks = {});
 
 // Spherical interpolation between latents, per sample: a, b (B, ...) are flattened to (B, D) rows
 // and mixed as sin((1 - alpha) theta) / sin(theta) a + sin(alpha theta) / sin(theta) b, theta the

@@ -1,6 +1,9 @@
 #include "diffuse/samplers/sampler.h"
 
+#include <cmath>
+
 #include "diffuse/core/error.h"
+#include "diffuse/core/progress.h"
 #include "diffuse/samplers/ddim.h"
 #include "diffuse/samplers/ddpm.h"
 #include "diffuse/samplers/dpm_solver_pp.h"
@@ -11,58 +14,36 @@
 
 namespace diffuse {
 
+// clang-format off
 const std::vector<SamplerKind>& sampler_kinds() {
   static const std::vector<SamplerKind> kinds = {
       {"ddpm",
        "ancestral sampling, Ho et al. 2020 Algorithm 2; with fewer steps than T the respaced "
        "process of Nichol & Dhariwal 2021 sec. 4 (beta'_i = 1 - abar_{S_i} / abar_{S_(i-1)}), "
        "learned variances (eq. 15) on the respaced betas when the model has them",
-       1000, "even",
-       [](const SamplerOptions& o, const Schedule& s, std::vector<int64_t> ts,
-          VarianceType v) -> std::unique_ptr<Sampler> {
-         return std::make_unique<DdpmSampler>(s, std::move(ts), o.prediction, v, o.clip_x0);
-       }},
+       1000, "even", sample_ddpm},
       {"ddim", "Song et al. 2021 eq. 12, --eta as in eq. 16 (0: deterministic)", 50, "leading",
-       [](const SamplerOptions& o, const Schedule& s, std::vector<int64_t> ts,
-          VarianceType v) -> std::unique_ptr<Sampler> {
-         return std::make_unique<DdimSampler>(s, std::move(ts), o.eta, o.prediction, v, o.clip_x0);
-       }},
+       sample_ddim},
       {"dpm++2m", "DPM-Solver++ 2M, Lu et al. 2022 Algorithm 2 (multistep, second order)", 20,
-       "linspace",
-       [](const SamplerOptions& o, const Schedule& s, std::vector<int64_t> ts,
-          VarianceType v) -> std::unique_ptr<Sampler> {
-         return std::make_unique<DpmSolverPPSampler>(s, std::move(ts), o.prediction, v, o.clip_x0);
-       }},
+       "linspace", sample_dpmpp_2m},
       {"euler",
        "Euler on the probability-flow ODE in sigma, Karras et al. 2022 (EDM) eq. 4 and "
        "Algorithm 1 without its correction; Karras sigmas (eq. 5, rho 7) by default",
-       50, "karras",
-       [](const SamplerOptions& o, const Schedule& s, std::vector<int64_t> ts,
-          VarianceType v) -> std::unique_ptr<Sampler> {
-         return std::make_unique<EulerSampler>(s, std::move(ts), o.prediction, v, o.clip_x0);
-       }},
+       50, "karras", sample_euler},
       {"heun",
        "Heun's 2nd-order method on the probability-flow ODE, Karras et al. 2022 (EDM) "
        "Algorithm 1, deterministic, last step Euler; --steps N noise levels cost 2N - 1 "
        "network evaluations (EDM's CIFAR-10 setting: 18 levels, 35 evaluations)",
-       18, "karras",
-       [](const SamplerOptions& o, const Schedule& s, std::vector<int64_t> ts,
-          VarianceType v) -> std::unique_ptr<Sampler> {
-         return std::make_unique<HeunSampler>(s, ts, o.prediction, v, o.clip_x0);
-       }},
+       18, "karras", sample_heun},
       {"euler-a",
        "Euler ancestral as k-diffusion's sample_euler_ancestral with eta 1: an Euler step on the "
        "probability-flow ODE down to sigma_down, then fresh noise up to the next sigma (on equal "
        "timesteps the DDPM posterior step, Ho et al. 2020 eq. 7)",
-       50, "karras",
-       [](const SamplerOptions& o, const Schedule& s, std::vector<int64_t> ts,
-          VarianceType v) -> std::unique_ptr<Sampler> {
-         return std::make_unique<EulerAncestralSampler>(s, std::move(ts), o.prediction, v,
-                                                        o.clip_x0);
-       }},
+       50, "karras", sample_euler_ancestral},
   };
   return kinds;
 }
+// clang-format on
 
 const SamplerKind& sampler_kind(const std::string& name) {
   for (const auto& k : sampler_kinds())
@@ -107,47 +88,49 @@ std::string default_spacing(const std::string& kind) {
   return sampler_kind(kind).default_spacing;
 }
 
-Sampler::Sampler(std::string name, const Schedule& schedule, std::vector<int64_t> timesteps,
-                 PredictionType prediction, VarianceType variance, bool clip_x0,
-                 bool repeated_timesteps)
-    : name_(std::move(name)),
-      timesteps_(std::move(timesteps)),
+Denoiser::Denoiser(ModelFn model, const Schedule& schedule, PredictionType prediction,
+                   VarianceType variance, bool clip_x0, std::string who)
+    : model_(std::move(model)),
+      schedule_(schedule),
       prediction_(prediction),
       variance_(variance),
-      clip_x0_(clip_x0) {
-  validate_timesteps(timesteps_, schedule.num_timesteps(), repeated_timesteps);
-  for (int64_t t : timesteps_) abar_.push_back(schedule.alphas_cumprod[t]);
+      clip_x0_(clip_x0),
+      who_(std::move(who)) {
+  check(static_cast<bool>(model_), who_, ": no model given");
 }
 
-int64_t Sampler::prev_timestep(size_t i) const {
-  check(i < timesteps_.size(), name_, ": step ", i, " is out of range (", timesteps_.size(),
-        " steps)");
-  return i + 1 < timesteps_.size() ? timesteps_[i + 1] : -1;
+double Denoiser::alpha_bar(int64_t t) const {
+  if (t == -1) return 1.0;
+  check(t >= 0 && t < schedule_.num_timesteps(), who_, ": timestep ", t, " is outside [0, ",
+        schedule_.num_timesteps() - 1, "]");
+  return schedule_.alphas_cumprod[t];
 }
 
-StepResult Sampler::step_full(const torch::Tensor& model_output, size_t i, const torch::Tensor& x,
-                              NoiseSource& noise) {
-  check(i < timesteps_.size(), name_, ": step ", i, " is out of range (", timesteps_.size(),
-        " steps)");
-  check_model_output(model_output, x, variance_, name_);
-  return do_step(model_output.to(x.scalar_type()), i, x, noise);
-}
-
-X0Eps Sampler::predict(const torch::Tensor& model_output, const torch::Tensor& x,
-                       double abar) const {
-  const auto pred = model_output.narrow(1, 0, x.size(1));
+X0Eps Denoiser::split(const torch::Tensor& output, const torch::Tensor& x_t, double abar) const {
+  const auto pred = output.narrow(1, 0, x_t.size(1));
   // 0-dim CPU tensors act as scalars next to tensors on any device and keep x's dtype.
   const auto opts = torch::TensorOptions().dtype(torch::kFloat64);
   const auto a = torch::scalar_tensor(std::sqrt(abar), opts);
   const auto s = torch::scalar_tensor(std::sqrt(1.0 - abar), opts);
-  return clip_x0_ ? split_prediction_clipped(prediction_, pred, x, a, s)
-                  : split_prediction(prediction_, pred, x, a, s);
+  return clip_x0_ ? split_prediction_clipped(prediction_, pred, x_t, a, s)
+                  : split_prediction(prediction_, pred, x_t, a, s);
+}
+
+Denoised Denoiser::operator()(const torch::Tensor& x_t, int64_t t) const {
+  check(x_t.defined() && x_t.dim() >= 2, who_, ": x must be (B, C, ...)");
+  const double abar = alpha_bar(t);
+  const auto tt = torch::full({x_t.size(0)}, t,
+                              torch::TensorOptions().dtype(torch::kLong).device(x_t.device()));
+  auto out = model_(x_t, tt);
+  check_model_output(out, x_t, variance_, who_);
+  out = out.to(x_t.scalar_type());
+  auto p = split(out, x_t, abar);
+  return {p.x0, p.eps, out};
 }
 
 void check_model_output(const torch::Tensor& out, const torch::Tensor& x, VarianceType variance,
                         const std::string& who) {
-  check(x.defined() && x.dim() >= 2, who, ": x must be (B, C, ...)");
-  check(out.defined(), who, ": the denoiser returned an undefined tensor");
+  check(out.defined(), who, ": the model returned an undefined tensor");
   const int64_t C = x.size(1);
   const bool learned = variance == VarianceType::LearnedRange;
   const int64_t want = learned ? 2 * C : C;
@@ -159,23 +142,49 @@ void check_model_output(const torch::Tensor& out, const torch::Tensor& x, Varian
         out.scalar_type());
 }
 
+Sampler::Sampler(const SamplerOptions& options, const Schedule& schedule,
+                 std::vector<int64_t> timesteps)
+    : kind_(&sampler_kind(options.kind)),
+      options_(options),
+      schedule_(schedule),
+      timesteps_(std::move(timesteps)) {
+  check(options.eta >= 0.0 && options.eta <= 1.0, "--eta must be in [0, 1], got ", options.eta);
+  check(options.kind == "ddim" || options.eta == 0.0, "--eta ", options.eta,
+        " is only used by --sampler ddim (", options.kind, " has no eta)");
+  try {
+    variance_ = parse_variance_type(options.variance);
+  } catch (const Error& e) {
+    fail("--variance: ", e.what());
+  }
+  validate_timesteps(timesteps_, schedule.num_timesteps());
+}
+
+torch::Tensor Sampler::sample(const ModelFn& model, torch::Tensor x_T, NoiseSource& noise,
+                              const SampleCallbacks& callbacks) const {
+  check(x_T.defined() && x_T.dim() >= 2, name(), ": x_T must be (B, C, ...)");
+  c10::InferenceMode guard;
+  Denoiser denoiser(model, schedule_, options_.prediction, variance_, options_.clip_x0, name());
+  ProgressBar bar(static_cast<int64_t>(num_steps()), callbacks.label, "step",
+                  callbacks.show_progress);
+  SamplerRun run{timesteps_, options_.eta, &noise, {}};
+  run.on_step = [&](size_t i, int64_t t, const torch::Tensor& x_t, const torch::Tensor& x0) {
+    if (callbacks.on_step) callbacks.on_step(i, t, x_t, x0);
+    bar.update();
+  };
+  auto x = kind_->run(denoiser, std::move(x_T), run);
+  bar.finish();
+  return x;
+}
+
 std::unique_ptr<Sampler> make_sampler(const SamplerOptions& o, const Schedule& schedule) {
   const int64_t T = schedule.num_timesteps();
   const auto& kind = sampler_kind(o.kind);
   check(o.steps >= 1 && o.steps <= T, "--steps must be in [1, ", T,
         "] (the training timesteps), got ", o.steps);
   check(o.eta >= 0.0 && o.eta <= 1.0, "--eta must be in [0, 1], got ", o.eta);
-  check(o.kind == "ddim" || o.eta == 0.0, "--eta ", o.eta, " is only used by --sampler ddim (",
-        o.kind, " has no eta)");
-  VarianceType variance;
-  try {
-    variance = parse_variance_type(o.variance);
-  } catch (const Error& e) {
-    fail("--variance: ", e.what());
-  }
   auto ts = make_timesteps(o.spacing.empty() ? kind.default_spacing : o.spacing,
                            schedule.alphas_cumprod, o.steps);
-  return kind.make(o, schedule, std::move(ts), variance);
+  return std::make_unique<Sampler>(o, schedule, std::move(ts));
 }
 
 }  // namespace diffuse

@@ -50,19 +50,8 @@ torch::Tensor ve_score_from_denoised(const torch::Tensor& x_sigma, const torch::
   return (denoised - x_sigma) * (1.0 / (sigma * sigma));
 }
 
-EdmDenoiser edm_denoiser(Denoiser network, const Schedule& schedule, PredictionType prediction) {
-  check(static_cast<bool>(network), "EDM denoiser: no network given");
-  return [network = std::move(network), abar = schedule.alphas_cumprod, prediction](
-             const torch::Tensor& x_sigma, int64_t t) {
-    check(t >= 0 && t < static_cast<int64_t>(abar.size()), "EDM denoiser: timestep ", t,
-          " is outside [0, ", abar.size() - 1, "]");
-    const auto x_t = to_variance_preserving(x_sigma, abar[t]);
-    const auto out = network(x_t, t).narrow(1, 0, x_sigma.size(1)).to(x_sigma.scalar_type());
-    const auto opts = torch::TensorOptions().dtype(torch::kFloat64);
-    return split_prediction(prediction, out, x_t, torch::scalar_tensor(std::sqrt(abar[t]), opts),
-                            torch::scalar_tensor(std::sqrt(1.0 - abar[t]), opts))
-        .x0;
-  };
+torch::Tensor edm_denoised(const Denoiser& denoiser, const torch::Tensor& x_sigma, int64_t t) {
+  return denoiser(to_variance_preserving(x_sigma, denoiser.alpha_bar(t)), t).x0;
 }
 
 }  // namespace diffuse

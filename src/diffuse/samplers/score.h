@@ -44,11 +44,8 @@ torch::Tensor eps_from_denoised(const torch::Tensor& x_sigma, const torch::Tenso
 torch::Tensor ve_score_from_denoised(const torch::Tensor& x_sigma, const torch::Tensor& denoised,
                                      double sigma);
 
-// EDM's denoiser at the noise level of timestep t: x_sigma (B, C, ...) -> D(x_sigma; sigma_t).
-using EdmDenoiser = std::function<torch::Tensor(const torch::Tensor& x_sigma, int64_t t)>;
-// A network that predicts `prediction` in the VP scaling, seen as EDM's D: x_sigma is scaled to
-// x_t, the network called at t, and its prediction channels (the first C of a learned-range
-// model's 2C) turned into x_0.
-EdmDenoiser edm_denoiser(Denoiser network, const Schedule& schedule, PredictionType prediction);
+// EDM's D(x_sigma; sigma_t) from the denoiser at timestep t: x_sigma (B, C, ...) is scaled to x_t,
+// the network called there, and its x_0 returned.
+torch::Tensor edm_denoised(const Denoiser& denoiser, const torch::Tensor& x_sigma, int64_t t);
 
 }  // namespace diffuse

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "diffuse/core/error.h"
+#include "diffuse/samplers/score.h"
 
 namespace diffuse {
 namespace {
@@ -108,11 +109,8 @@ std::vector<int64_t> karras_timesteps(const std::vector<double>& alphas_cumprod,
                                       double rho) {
   const auto T = static_cast<int64_t>(alphas_cumprod.size());
   check_counts(T, S);
-  const auto sigma = [&](int64_t t) {
-    const double ab = alphas_cumprod[t];
-    return std::sqrt((1.0 - ab) / ab);
-  };
-  const auto sigmas = karras_sigmas(sigma(0), sigma(T - 1), S, rho);
+  const auto sigmas = karras_sigmas(sigma_of_alpha_bar(alphas_cumprod[0]),
+                                    sigma_of_alpha_bar(alphas_cumprod[T - 1]), S, rho);
   std::vector<int64_t> ts(S);
   for (int64_t i = 0; i < S; ++i)
     ts[i] = std::llround(timestep_of_sigma(alphas_cumprod, sigmas[i]));
@@ -168,14 +166,13 @@ std::vector<int64_t> make_timesteps(const std::string& spacing, int64_t T, int64
   return ts;
 }
 
-void validate_timesteps(const std::vector<int64_t>& ts, int64_t T, bool allow_repeats) {
+void validate_timesteps(const std::vector<int64_t>& ts, int64_t T) {
   check(!ts.empty(), "timesteps: the list is empty");
   for (size_t i = 0; i < ts.size(); ++i) {
     check(ts[i] >= 0 && ts[i] < T, "timesteps: ", ts[i], " at position ", i, " is outside [0, ",
           T - 1, "]");
     if (i > 0)
-      check(ts[i] < ts[i - 1] || (allow_repeats && ts[i] == ts[i - 1]), "timesteps: must be ",
-            allow_repeats ? "descending" : "strictly descending", ", got ", ts[i - 1], " then ",
+      check(ts[i] < ts[i - 1], "timesteps: must be strictly descending, got ", ts[i - 1], " then ",
             ts[i]);
   }
 }

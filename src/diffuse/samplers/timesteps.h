@@ -54,8 +54,7 @@ std::vector<int64_t> make_timesteps(const std::string& spacing, int64_t T, int64
 std::vector<int64_t> make_timesteps(const std::string& spacing,
                                     const std::vector<double>& alphas_cumprod, int64_t S);
 
-// Throws diffuse::Error unless ts is non-empty, descending and within [0, T-1]; strictly descending
-// unless repeats are allowed (a two-stage solver evaluates the network twice at one level).
-void validate_timesteps(const std::vector<int64_t>& ts, int64_t T, bool allow_repeats = false);
+// Throws diffuse::Error unless ts is non-empty, strictly descending and within [0, T-1].
+void validate_timesteps(const std::vector<int64_t>& ts, int64_t T);
 
 }  // namespace diffuse
