@@ -120,13 +120,9 @@ Option clip_x0_option() {
 }
 
 std::vector<Option> device_options() {
-  return {
-      {"device", "auto", "auto, cpu, cuda or cuda:N"},
-      {"threads", "0", "CPU threads (0 = all cores)"},
-      {"precision", "auto",
-       std::string(kPrecisionChoices) +
-           ": how networks compute on CUDA (auto: bf16 autocast; fp32: float32 with TF32 off, "
-           "to match a float64 reference; tf32: TF32 matmuls/convs); the CPU computes in fp32"}};
+  return {{"device", "auto", kDeviceHelp},
+          {"threads", "0", kThreadsHelp},
+          {"precision", "auto", kPrecisionHelp}};
 }
 
 }  // namespace diffuse::cli

@@ -131,6 +131,13 @@ TEST_F(Cli, BadInputGivesClearErrors) {
   r = run("train --data idx:" + root_ + "/missing-idx3-ubyte --out " + root_ + "/run --device cpu");
   EXPECT_EQ(r.status, 2);
   EXPECT_NE(r.output.find("missing-idx3-ubyte"), std::string::npos) << r.output;
+  // On resume the recipe is the run's: the list of what may change comes from the option table.
+  r = run("train --resume " + root_ + "/norun --lr 0.1");
+  EXPECT_EQ(r.status, 2);
+  for (const auto* part : {"--lr cannot change when resuming", "--steps, --time-limit",
+                           "--cuda-graph", "--nproc, --backend, --dist-timeout"})
+    EXPECT_NE(r.output.find(part), std::string::npos) << part << "\n" << r.output;
+  EXPECT_EQ(r.output.find("--lr,"), std::string::npos) << r.output;
 }
 
 // eval fd end to end with a quickly trained classifier: the scores and reference points are

@@ -6,18 +6,22 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <type_traits>
+#include <variant>
 
 #include "diffuse/core/error.h"
 #include "diffuse/core/filesystem.h"
 #include "diffuse/data/dataset.h"
+#include "diffuse/diffusion/timestep_sampler.h"
 #include "diffuse/io/atomic_file.h"
+#include "diffuse/io/checkpoint.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
-#include "diffuse/train/adamw.h"
-#include "diffuse/io/checkpoint.h"
-#include "diffuse/train/ema.h"
 #include "diffuse/pipeline/generate.h"
 #include "diffuse/pipeline/load_model.h"
+#include "diffuse/train/adamw.h"
+#include "diffuse/train/ema.h"
 #include "diffuse/train/trainer.h"
 #include "support.h"
 
@@ -226,6 +230,112 @@ TEST(TrainConfig, JsonRoundTripAndValidation) {
   }
   c.batch = 0;
   EXPECT_THROW(c.validate(), Error);
+}
+
+// Each option row binds one field: changing any field through its row shows in the JSON under the
+// row's key (so no two rows share a field or a key) and survives the round trip. A config written
+// before a field existed reads that field's default.
+TEST(TrainConfig, EveryFieldHasOneRowAndRoundTrips) {
+  const TrainConfig defaults;
+  std::set<std::string> keys, flags;
+  for (const auto& f : train_fields()) {
+    EXPECT_TRUE(keys.insert(f.key()).second) << f.key();
+    EXPECT_TRUE(flags.insert(f.flag).second) << f.flag;
+    TrainConfig c;
+    std::visit(
+        [&](auto member) {
+          using T = std::decay_t<decltype(c.*member)>;
+          if constexpr (std::is_same_v<T, bool>)
+            c.*member = !(c.*member);
+          else if constexpr (std::is_same_v<T, std::string>)
+            c.*member += "-x";
+          else
+            c.*member = static_cast<T>(c.*member * 2 + 3);
+        },
+        f.field);
+    auto j = c.to_json();
+    ASSERT_TRUE(j.contains(f.key())) << f.key();
+    EXPECT_NE(j.at(f.key()), defaults.to_json().at(f.key())) << f.key();
+    for (const auto& [k, v] : j.items())
+      if (k != f.key()) EXPECT_EQ(v, defaults.to_json().at(k)) << f.flag << " also changed " << k;
+    EXPECT_EQ(TrainConfig::from_json(j, "cfg.json").to_json(), j) << f.key();
+  }
+  EXPECT_EQ(defaults.to_json().size(), train_fields().size());
+  auto old = defaults.to_json();
+  old.erase("adam_beta2");
+  EXPECT_EQ(TrainConfig::from_json(old, "old.json").adam_beta2, 0.999);
+}
+
+namespace {
+
+// A run of 2n steps against n steps, a resume and n more, with dropout in the network and the
+// loss-second-moment sampler on a short cosine process (T = 4, so its 10-loss history per t fills within
+// the first half and the draws stop being uniform before the checkpoint).
+struct ResumePair {
+  std::unique_ptr<Trainer> straight, resumed;
+  std::vector<double> probabilities_at_split;
+};
+
+ResumePair resume_with_history(const std::string& name, const std::string& device) {
+  const auto dir = temp_dir(name);
+  const auto size = model_config_from_spec("tiny-test").sample_size;
+  const auto images = write_idx_images(dir, 24, size, 1);
+  auto config = [&](const std::string& run, int64_t steps) {
+    auto c = tiny_config(run, images, steps);
+    c.batch = 8;
+    c.schedule = "cosine";  // the linear schedule's 1000/T scaling needs T > 20
+    c.timesteps = 4;
+    c.sample_steps = 4;
+    c.timestep_sampler = "loss-second-moment";
+    c.dropout = 0.2;
+    c.device = device;
+    c.precision = "fp32";
+    return c;
+  };
+  ResumePair r;
+  r.straight = std::make_unique<Trainer>(config(dir + "/straight", 24));
+  r.straight->run(false);
+  {
+    Trainer first(config(dir + "/split", 12));
+    first.run(false);
+    r.probabilities_at_split =
+        dynamic_cast<const LossAwareTimestepSampler&>(first.timestep_sampler()).probabilities();
+  }
+  r.resumed = Trainer::resume(dir + "/split", [](TrainConfig& c) { c.steps = 24; });
+  r.resumed->run(false);
+  return r;
+}
+
+}  // namespace
+
+TEST(Trainer, ResumeIsBitExactWithTheLossHistoryAndDropout) {
+  auto r = resume_with_history("resume_history", "cpu");
+  double spread = 0;
+  for (double p : r.probabilities_at_split) spread = std::max(spread, std::abs(p - 0.25));
+  EXPECT_GT(spread, 1e-3) << "the history should have filled and made the draws non-uniform";
+  expect_same_weights(state_dict(*r.straight->model()), state_dict(*r.resumed->model()));
+  expect_same_weights(state_dict(*r.straight->ema_model()), state_dict(*r.resumed->ema_model()));
+}
+
+// On a GPU dropout draws from the CUDA generator, whose state the checkpoint must hold too. cuDNN's
+// kernels are not bit-reproducible run to run, so the test asks for far less than a dropout mask
+// of difference: Adam moves each weight by about lr per step, a different mask by that much.
+TEST(TrainerGpu, ResumeKeepsTheCudaDropoutStream) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device on this machine";
+  at::globalContext().setBenchmarkCuDNN(false);
+  at::globalContext().setDeterministicCuDNN(true);
+  auto r = resume_with_history("resume_history_gpu", "cuda");
+  auto a = state_dict(*r.straight->model()), b = state_dict(*r.resumed->model());
+  double sum = 0;
+  int64_t n = 0;
+  for (const auto& [k, v] : a) {
+    sum += (v.to(torch::kCPU, torch::kFloat64) - b.at(k).to(torch::kCPU, torch::kFloat64))
+               .abs()
+               .sum()
+               .item<double>();
+    n += v.numel();
+  }
+  EXPECT_LT(sum / n, 1e-3 * 1e-3 * 12);
 }
 
 TEST(Checkpoint, DamagedNewestIsReportedAndOlderLoads) {

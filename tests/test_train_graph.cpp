@@ -4,12 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <functional>
 
 #include "diffuse/core/compat.h"
 #include "diffuse/core/filesystem.h"
 #include "diffuse/models/group_norm_act.h"
-#include "diffuse/train/adamw.h"
 #include "diffuse/pipeline/cuda_graph.h"
+#include "diffuse/train/adamw.h"
 #include "diffuse/train/ema.h"
 #include "diffuse/train/trainer.h"
 #include "support.h"
@@ -34,7 +35,9 @@ TrainConfig synthetic_config(const std::string& name, const std::string& device)
   c.out = temp_dir(name);
   c.batch = 8;
   c.lr = 1e-3;
-  c.warmup = 3;  // the learning rate changes during the first steps: it must reach the graph
+  // Longer than CapturedStep's 3 eager warm-up calls, so the learning rate still changes at every
+  // replay: a learning rate frozen into the graph would not pass.
+  c.warmup = 10;
   c.ema_decay = 0.99;
   c.sample_every = c.ckpt_every = 0;
   c.device = device;
@@ -89,25 +92,31 @@ TEST(GraphPieces, EmaWithADeviceDecayFollowsTheHostOne) {
   EXPECT_TRUE(torch::allclose(b_shadow->weight, expected, 1e-6, 1e-7));
 }
 
-TEST(GraphPieces, DeviceAdamWNeedsCuda) {
-#if DIFFUSE_TORCH_AT_LEAST(2, 4) && defined(DIFFUSE_WITH_CUDA)
-  const std::string why = "must be on CUDA";
-#else
-  const std::string why = "needs a CUDA build of LibTorch 2.4";
-#endif
-  auto p = torch::zeros({3}, torch::requires_grad());
-  AdamW opt({{"p", p}}, AdamWOptions{});
-  expect_error([&] { opt.step_on_device(torch::tensor(1e-3f)); }, {why});
+// The tensor learning rate the step body passes is the host one, bit for bit, off CUDA.
+TEST(GraphPieces, AdamWWithATensorLearningRateIsTheHostStep) {
+  torch::manual_seed(1);
+  auto a = torch::randn({5}, torch::requires_grad()), b = a.detach().clone().requires_grad_();
+  AdamW host({{"p", a}}, AdamWOptions{}), tensor({{"p", b}}, AdamWOptions{});
+  for (int i = 0; i < 3; ++i) {
+    a.mutable_grad() = torch::full({5}, 0.5 + i);
+    b.mutable_grad() = torch::full({5}, 0.5 + i);
+    host.step(1e-3 * (i + 1));
+    tensor.step(torch::tensor(1e-3 * (i + 1), torch::kFloat64));
+  }
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_EQ(tensor.steps_taken(), 3);
+  EXPECT_FALSE(torch::equal(a, torch::randn({5})));
 }
 
-TEST(GraphPieces, CudaGraphNeedsTheUniformSampler) {
+TEST(GraphPieces, FusedNormNeedsChannelsLast) {
   auto c = synthetic_config("validate", "cpu");
-  c.cuda_graph = true;
-  c.timestep_sampler = "loss-second-moment";
-  expect_error([&] { c.validate(); }, {"--cuda-graph", "uniform"});
-  c.cuda_graph = false;
   c.fused_norm = true;
   expect_error([&] { c.validate(); }, {"--fused-norm needs --channels-last"});
+  // The sampler and class conditioning are inputs of the one step body, so the graph takes them.
+  c.fused_norm = false;
+  c.cuda_graph = c.class_cond = true;
+  c.timestep_sampler = "loss-second-moment";
+  EXPECT_NO_THROW(c.validate());
 }
 
 TEST(GraphPieces, CpuIgnoresTheGpuSwitches) {
@@ -128,7 +137,8 @@ TEST(GraphPieces, CpuIgnoresTheGpuSwitches) {
 namespace {
 
 // Eager steps and graphed steps (3 eager warm-ups, the capture, replays) from the same seed.
-void expect_graph_matches_eager(bool channels_last_fused) {
+void expect_graph_matches_eager(bool channels_last_fused,
+                                const std::function<void(TrainConfig&)>& tweak = {}) {
   if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device on this machine";
 #if !DIFFUSE_TORCH_AT_LEAST(2, 4)
   GTEST_SKIP() << "the captured step needs LibTorch >= 2.4";
@@ -138,7 +148,10 @@ void expect_graph_matches_eager(bool channels_last_fused) {
   auto eager_cfg = synthetic_config("gpu_eager", "cuda");
   auto graph_cfg = synthetic_config("gpu_graph", "cuda");
   graph_cfg.cuda_graph = true;
-  for (auto* c : {&eager_cfg, &graph_cfg}) c->channels_last = c->fused_norm = channels_last_fused;
+  for (auto* c : {&eager_cfg, &graph_cfg}) {
+    c->channels_last = c->fused_norm = channels_last_fused;
+    if (tweak) tweak(*c);
+  }
   Trainer eager(eager_cfg), graphed(graph_cfg);
   // The same kernels for both: deterministic cuDNN algorithms, no TF32.
   at::globalContext().setBenchmarkCuDNN(false);
@@ -173,4 +186,14 @@ TEST(GraphedTrainStepGpu, MatchesEagerSteps) {
 
 TEST(GraphedTrainStepGpu, MatchesEagerStepsChannelsLastFused) {
   expect_graph_matches_eager(true);
+}
+
+// The sampler's weights are an input of the graphed step and its history is fed from the step's
+// per-sample losses; T = 4 fills the history within the 7 steps.
+TEST(GraphedTrainStepGpu, MatchesEagerStepsWithTheLossSecondMomentSampler) {
+  expect_graph_matches_eager(false, [](TrainConfig& c) {
+    c.timestep_sampler = "loss-second-moment";
+    c.schedule = "cosine";  // the linear schedule's 1000/T scaling needs T > 20
+    c.timesteps = c.sample_steps = 4;
+  });
 }

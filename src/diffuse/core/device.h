@@ -16,6 +16,13 @@ enum class Precision { FP32, TF32, BF16 };
 
 // The values --precision takes, and its default ("auto": bf16 on CUDA, fp32 on the CPU).
 inline constexpr const char* kPrecisionChoices = "auto | fp32 | tf32 | bf16";
+// The help of --device, --threads and --precision, which every command that computes takes.
+inline constexpr const char* kDeviceHelp = "auto, cpu, cuda or cuda:N";
+inline constexpr const char* kThreadsHelp = "CPU threads (0 = all cores)";
+inline constexpr const char* kPrecisionHelp =
+    "auto | fp32 | tf32 | bf16: how networks compute on CUDA (auto: bf16 autocast; fp32: float32 "
+    "with TF32 off, to match a float64 reference; tf32: TF32 matmuls/convs); the CPU computes in "
+    "fp32";
 // Resolves spec for device. On the CPU tf32 is fp32 (there is no TF32 to allow there); bf16 is
 // an error naming --precision, since the CPU path computes in float32 only.
 Precision parse_precision(const std::string& spec, const torch::Device& device);

@@ -51,6 +51,29 @@ void LossAwareTimestepSampler::update(const torch::Tensor& t, const torch::Tenso
   }
 }
 
+std::map<std::string, torch::Tensor> LossAwareTimestepSampler::state() const {
+  auto h = torch::full({T_, history_}, std::nan(""), torch::kFloat64);
+  auto* hp = h.data_ptr<double>();
+  for (int64_t t = 0; t < T_; ++t)
+    for (size_t i = 0; i < losses_[t].size(); ++i) hp[t * history_ + i] = losses_[t][i];
+  return {{"losses", h}};
+}
+
+void LossAwareTimestepSampler::load_state(const std::map<std::string, torch::Tensor>& state,
+                                          const std::string& source) {
+  auto it = state.find("losses");
+  check(it != state.end(), source, ": the loss-second-moment sampler's state lacks \"losses\"");
+  check(it->second.sizes() == torch::IntArrayRef({T_, history_}), source, ": the loss history is ",
+        it->second.sizes(), ", expected [", T_, ", ", history_, "]");
+  auto h = it->second.to(torch::kFloat64).contiguous();
+  const auto* hp = h.data_ptr<double>();
+  for (int64_t t = 0; t < T_; ++t) {
+    losses_[t].clear();
+    for (int64_t i = 0; i < history_ && !std::isnan(hp[t * history_ + i]); ++i)
+      losses_[t].push_back(hp[t * history_ + i]);
+  }
+}
+
 std::unique_ptr<TimestepSampler> make_timestep_sampler(const std::string& name, int64_t T) {
   if (name == "uniform") return std::make_unique<UniformTimestepSampler>(T);
   if (name == "loss-second-moment") return std::make_unique<LossAwareTimestepSampler>(T);

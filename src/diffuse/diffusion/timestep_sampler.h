@@ -4,6 +4,7 @@
 #include <torch/torch.h>
 
 #include <deque>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,6 +23,11 @@ class TimestepSampler {
   virtual TimestepDraw sample(int64_t batch, const torch::Device& device, at::Generator& gen) = 0;
   // Feeds back per-sample losses; reads them on the host, so call it only where a sync is fine.
   virtual void update(const torch::Tensor& t, const torch::Tensor& losses) {}
+  // What a checkpoint keeps so that a resumed run draws as the uninterrupted one would; empty when
+  // the sampler has no state. load_state throws diffuse::Error naming source on a mismatch.
+  virtual std::map<std::string, torch::Tensor> state() const { return {}; }
+  virtual void load_state(const std::map<std::string, torch::Tensor>& state,
+                          const std::string& source) {}
 };
 
 class UniformTimestepSampler : public TimestepSampler {
@@ -38,6 +44,10 @@ class LossAwareTimestepSampler : public TimestepSampler {
   explicit LossAwareTimestepSampler(int64_t T, int64_t history = 10, double uniform_prob = 0.001);
   TimestepDraw sample(int64_t batch, const torch::Device& device, at::Generator& gen) override;
   void update(const torch::Tensor& t, const torch::Tensor& losses) override;
+  // "losses": (T, history) float64, each row oldest first, NaN where the history is not full yet.
+  std::map<std::string, torch::Tensor> state() const override;
+  void load_state(const std::map<std::string, torch::Tensor>& state,
+                  const std::string& source) override;
   std::vector<double> probabilities() const;  // uniform until every t has a full history
 
  private:

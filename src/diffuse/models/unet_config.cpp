@@ -194,32 +194,33 @@ UNetConfig UNetConfig::from_json(const json& j, const std::string& source) {
           "\" is not supported (only \"conv\")");
   }
 
+  // The struct's initialisers are diffusers' defaults; each is written there only.
   UNetConfig c;
   c.sample_size = r.sample_size();
-  c.in_channels = r.integer("in_channels", 3);
-  c.out_channels = r.integer("out_channels", 3);
-  c.center_input_sample = r.boolean("center_input_sample", false);
-  c.time_embedding_type = r.string("time_embedding_type", "positional");
-  c.time_embedding_dim = r.nullable_integer("time_embedding_dim", 0, 0);
-  c.freq_shift = r.number("freq_shift", 0);
-  c.flip_sin_to_cos = r.boolean("flip_sin_to_cos", true);
+  c.in_channels = r.integer("in_channels", c.in_channels);
+  c.out_channels = r.integer("out_channels", c.out_channels);
+  c.center_input_sample = r.boolean("center_input_sample", c.center_input_sample);
+  c.time_embedding_type = r.string("time_embedding_type", c.time_embedding_type);
+  c.time_embedding_dim = r.nullable_integer("time_embedding_dim", c.time_embedding_dim, 0);
+  c.freq_shift = r.number("freq_shift", c.freq_shift);
+  c.flip_sin_to_cos = r.boolean("flip_sin_to_cos", c.flip_sin_to_cos);
   c.down_block_types = r.strings("down_block_types");
-  c.mid_block_type = r.nullable_string("mid_block_type", "UNetMidBlock2D");
+  c.mid_block_type = r.nullable_string("mid_block_type", c.mid_block_type);
   c.up_block_types = r.strings("up_block_types");
   c.block_out_channels = r.integers("block_out_channels");
-  c.layers_per_block = r.integer("layers_per_block", 2);
-  c.mid_block_scale_factor = r.number("mid_block_scale_factor", 1);
-  c.downsample_padding = r.integer("downsample_padding", 1);
-  c.dropout = r.number("dropout", 0);
-  c.act_fn = r.string("act_fn", "silu");
-  c.attention_head_dim = r.nullable_integer("attention_head_dim", 8, 0);
-  c.norm_num_groups = r.integer("norm_num_groups", 32);
-  c.attn_norm_num_groups = r.nullable_integer("attn_norm_num_groups", 0, 0);
-  c.norm_eps = r.number("norm_eps", 1e-5);
-  c.resnet_time_scale_shift = r.string("resnet_time_scale_shift", "default");
-  c.add_attention = r.boolean("add_attention", true);
-  c.class_embed_type = r.nullable_string("class_embed_type", "");
-  c.num_class_embeds = r.nullable_integer("num_class_embeds", 0, 0);
+  c.layers_per_block = r.integer("layers_per_block", c.layers_per_block);
+  c.mid_block_scale_factor = r.number("mid_block_scale_factor", c.mid_block_scale_factor);
+  c.downsample_padding = r.integer("downsample_padding", c.downsample_padding);
+  c.dropout = r.number("dropout", c.dropout);
+  c.act_fn = r.string("act_fn", c.act_fn);
+  c.attention_head_dim = r.nullable_integer("attention_head_dim", c.attention_head_dim, 0);
+  c.norm_num_groups = r.integer("norm_num_groups", c.norm_num_groups);
+  c.attn_norm_num_groups = r.nullable_integer("attn_norm_num_groups", c.attn_norm_num_groups, 0);
+  c.norm_eps = r.number("norm_eps", c.norm_eps);
+  c.resnet_time_scale_shift = r.string("resnet_time_scale_shift", c.resnet_time_scale_shift);
+  c.add_attention = r.boolean("add_attention", c.add_attention);
+  c.class_embed_type = r.nullable_string("class_embed_type", c.class_embed_type);
+  c.num_class_embeds = r.nullable_integer("num_class_embeds", c.num_class_embeds, 0);
   // An explicit 0 is not diffusers' null: reject it rather than silently dropping a field.
   for (const char* key :
        {"time_embedding_dim", "attention_head_dim", "attn_norm_num_groups", "num_class_embeds"})

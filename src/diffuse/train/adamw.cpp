@@ -46,27 +46,32 @@ torch::Tensor AdamW::clip_grad_norm(double max_norm) {
   return total;
 }
 
+bool AdamW::on_device() const {
+#if DIFFUSE_TORCH_AT_LEAST(2, 4) && defined(DIFFUSE_WITH_CUDA)
+  return !params_.empty() && params_[0].is_cuda();
+#else
+  return false;
+#endif
+}
+
 void AdamW::step(double lr) {
+  if (on_device())
+    step(torch::full({}, lr, params_[0].options().dtype(torch::kFloat32)));
+  else
+    host_step(lr);
+}
+
+void AdamW::step(const torch::Tensor& lr) {
+  if (on_device())
+    device_step(lr);
+  else
+    host_step(lr.item<double>());
+}
+
+void AdamW::host_step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_;
   const double b1 = opt_.beta1, b2 = opt_.beta2;
-#if DIFFUSE_HAS_FUSED_ADAMW && defined(DIFFUSE_WITH_CUDA)
-  if (!params_.empty() && params_[0].is_cuda()) {
-    std::vector<torch::Tensor> p, g, m, v, steps;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      if (!params_[i].grad().defined()) continue;
-      p.push_back(params_[i]);
-      g.push_back(params_[i].grad());
-      m.push_back(exp_avg_[i]);
-      v.push_back(exp_avg_sq_[i]);
-      steps.push_back(
-          torch::full({}, static_cast<double>(step_), params_[i].options().dtype(torch::kFloat32)));
-    }
-    at::_fused_adamw_(p, g, m, v, {}, steps, lr, b1, b2, opt_.weight_decay, opt_.eps, false, false,
-                      c10::nullopt, c10::nullopt);
-    return;
-  }
-#endif
   const double bc1 = 1.0 - std::pow(b1, static_cast<double>(step_));
   const double bc2 = 1.0 - std::pow(b2, static_cast<double>(step_));
   const double step_size = lr / bc1;
@@ -82,28 +87,35 @@ void AdamW::step(double lr) {
   }
 }
 
-void AdamW::step_on_device(const torch::Tensor& lr) {
+void AdamW::device_step(const torch::Tensor& lr) {
 #if DIFFUSE_TORCH_AT_LEAST(2, 4) && defined(DIFFUSE_WITH_CUDA)
   torch::NoGradGuard no_grad;
-  check(!params_.empty() && params_[0].is_cuda() && lr.is_cuda(),
-        "AdamW::step_on_device: parameters and learning rate must be on CUDA");
+  check(lr.is_cuda() && lr.dim() == 0,
+        "AdamW: the learning rate must be a 0-dim tensor on the parameters' CUDA device");
   if (device_steps_.empty())
     for (auto& p : params_)
       device_steps_.push_back(
           torch::full({}, static_cast<double>(step_), p.options().dtype(torch::kFloat32)));
-  // Every parameter has a gradient in a captured step (the graph fixes which ones do).
-  std::vector<torch::Tensor> g;
-  for (auto& p : params_) {
-    check(p.grad().defined(), "AdamW::step_on_device: a parameter has no gradient");
-    g.push_back(p.grad());
+  std::vector<torch::Tensor> p, g, m, v, steps;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!params_[i].grad().defined()) continue;
+    p.push_back(params_[i]);
+    g.push_back(params_[i].grad());
+    m.push_back(exp_avg_[i]);
+    v.push_back(exp_avg_sq_[i]);
+    steps.push_back(device_steps_[i]);
   }
-  at::_foreach_add_(device_steps_, at::Scalar(1));
-  at::_fused_adamw_(params_, g, exp_avg_, exp_avg_sq_, {}, device_steps_, lr, opt_.beta1,
-                    opt_.beta2, opt_.weight_decay, opt_.eps, false, false, c10::nullopt,
-                    c10::nullopt);
+  at::_foreach_add_(steps, at::Scalar(1));
+  at::_fused_adamw_(p, g, m, v, {}, steps, lr, opt_.beta1, opt_.beta2, opt_.weight_decay, opt_.eps,
+                    false, false, c10::nullopt, c10::nullopt);
 #else
-  fail("AdamW::step_on_device needs a CUDA build of LibTorch 2.4 or newer");
+  fail("AdamW: the device step needs a CUDA build of LibTorch 2.4 or newer");
 #endif
+}
+
+int64_t AdamW::steps_taken() const {
+  // The device counts are a sync to read: only checkpoints and tests ask.
+  return device_steps_.empty() ? step_ : device_steps_[0].item<int64_t>();
 }
 
 std::map<std::string, torch::Tensor> AdamW::state_dict() const {
@@ -112,7 +124,7 @@ std::map<std::string, torch::Tensor> AdamW::state_dict() const {
     s["exp_avg." + names_[i]] = exp_avg_[i];
     s["exp_avg_sq." + names_[i]] = exp_avg_sq_[i];
   }
-  s["step"] = torch::tensor(step_, torch::kLong);
+  s["step"] = torch::tensor(steps_taken(), torch::kLong);
   return s;
 }
 
@@ -139,6 +151,7 @@ void AdamW::load_state_dict(const std::map<std::string, torch::Tensor>& state,
     problems.push_back("missing step");
   else
     step_ = it->second.item<int64_t>();
+  device_steps_.clear();  // made again from step_ at the next device step
   if (!problems.empty()) {
     std::string msg;
     for (size_t i = 0; i < problems.size() && i < 10; ++i) msg += (i ? ", " : "") + problems[i];

@@ -22,14 +22,12 @@ class AdamW {
 
   // One update with learning rate lr; parameters without a gradient are skipped.
   void step(double lr);
-  // The same update for a step captured in a CUDA graph: the learning rate is read from the
-  // 0-dim float32 device tensor lr and the step counts live on the device (LibTorch's fused
-  // kernel, CUDA and LibTorch >= 2.4 only). The host's count does not move: count_step() does
-  // that once per replay.
-  void step_on_device(const torch::Tensor& lr);
-  void count_step() { ++step_; }
+  // The same with lr a 0-dim float32 tensor on the parameters' device. On CUDA (LibTorch >= 2.4,
+  // LibTorch's fused kernel) the step counts live on the device as well, so a CUDA graph can
+  // replay the update with a new learning rate each time; elsewhere lr is read on the host.
+  void step(const torch::Tensor& lr);
   void zero_grad();
-  int64_t steps_taken() const { return step_; }
+  int64_t steps_taken() const;
 
   // Scales gradients so their global L2 norm is at most max_norm (max_norm <= 0: no clipping) and
   // returns the norm before clipping as a 0-dim device tensor: no host synchronisation.
@@ -44,7 +42,10 @@ class AdamW {
  private:
   std::vector<std::string> names_;
   std::vector<torch::Tensor> params_, exp_avg_, exp_avg_sq_;
-  std::vector<torch::Tensor> device_steps_;  // step_on_device's counts, one per parameter
+  bool on_device() const;
+  void host_step(double lr);
+  void device_step(const torch::Tensor& lr);
+  std::vector<torch::Tensor> device_steps_;  // the device step's counts, one per parameter
   AdamWOptions opt_;
   int64_t step_ = 0;
 };

@@ -1,15 +1,18 @@
 // Everything a training run is made of. The defaults here are the only place they are written:
-// the CLI's option table reads them from a default-constructed TrainConfig.
+// train_fields() binds each field to its option, and the CLI reads the defaults from a
+// default-constructed TrainConfig.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <variant>
+#include <vector>
 
 namespace diffuse {
 
 struct TrainConfig {
   // data
-  std::string data =
-      "fashion-mnist";     // fashion-mnist | mnist:DIR | idx:FILE | cifar10:DIR | folder:DIR
+  // fashion-mnist | mnist:DIR | idx:FILE | cifar10:DIR | folder:DIR | synthetic (random pixels)
+  std::string data = "fashion-mnist";
   int64_t image_size = 0;  // 0: the model's sample_size (28x28 data is padded to it)
   // Random horizontal flips: opt-in, as in diffusers' training example. DDPM flipped CIFAR-10, but
   // on data with a handedness (every Fashion-MNIST shoe points left) flips put half the training
@@ -36,6 +39,7 @@ struct TrainConfig {
   double lr = 2e-4;
   int64_t warmup = 500;
   double weight_decay = 0.0;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
   double grad_clip = 1.0;
   double ema_decay = 0.9999;
   bool ema_warmup = true;
@@ -64,5 +68,22 @@ struct TrainConfig {
   // Range checks; errors name the option as --flag.
   void validate() const;
 };
+
+// One row per option of `diffuse train` (stable-diffusion.cpp's option table): the flag, the
+// field it sets (whose initialiser is the default), its help, and whether a resumed run may change
+// it. The JSON key is the field's name: the flag with '-' as '_' (a negated flag without "no-").
+struct TrainField {
+  using Member = std::variant<std::string TrainConfig::*, int64_t TrainConfig::*,
+                              uint64_t TrainConfig::*, double TrainConfig::*, bool TrainConfig::*>;
+  std::string flag;  // without "--"
+  Member field;
+  std::string help;
+  bool resumable = false;
+  bool negated = false;  // a flag that sets its bool field to false (--no-ema-warmup)
+
+  std::string key() const;
+  bool is_flag() const { return std::holds_alternative<bool TrainConfig::*>(field); }
+};
+const std::vector<TrainField>& train_fields();
 
 }  // namespace diffuse

@@ -22,18 +22,27 @@ double Ema::decay_at(int64_t n) const {
 }
 
 void Ema::update(int64_t num_updates) {
-  torch::NoGradGuard no_grad;
-  const double d = decay_at(num_updates);
-  for (size_t i = 0; i < shadow_params_.size(); ++i)
-    shadow_params_[i].mul_(d).add_(model_params_[i].detach(), 1.0 - d);
-  for (size_t i = 0; i < shadow_buffers_.size(); ++i) shadow_buffers_[i].copy_(model_buffers_[i]);
+  apply(decay_at(num_updates));
 }
 
 void Ema::update(const torch::Tensor& decay) {
+  if (!decay.is_cuda()) return apply(decay.item<double>());
   torch::NoGradGuard no_grad;
+  // d shadow + (1 - d) model = shadow + (1 - d) (model - shadow).
   auto keep = 1 - decay;
   for (size_t i = 0; i < shadow_params_.size(); ++i)
-    shadow_params_[i].mul_(decay).add_(model_params_[i].detach() * keep);
+    shadow_params_[i].lerp_(model_params_[i].detach(), keep);
+  copy_buffers();
+}
+
+void Ema::apply(double d) {
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < shadow_params_.size(); ++i)
+    shadow_params_[i].mul_(d).add_(model_params_[i].detach(), 1.0 - d);
+  copy_buffers();
+}
+
+void Ema::copy_buffers() {
   for (size_t i = 0; i < shadow_buffers_.size(); ++i) shadow_buffers_[i].copy_(model_buffers_[i]);
 }
 

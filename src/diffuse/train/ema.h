@@ -16,13 +16,15 @@ class Ema {
 
   // shadow = d shadow + (1 - d) model, for every parameter; buffers are copied. On the device.
   void update(int64_t num_updates);
-  // The same with the decay read from a 0-dim float32 tensor on the parameters' device, for a
-  // step captured in a CUDA graph.
+  // The same with the decay a 0-dim tensor on the parameters' device: on CUDA a step captured in
+  // a CUDA graph reads a new decay at every replay; on the CPU it is read on the host.
   void update(const torch::Tensor& decay);
   double decay_at(int64_t num_updates) const;
   torch::nn::Module& shadow() { return *shadow_; }
 
  private:
+  void apply(double decay);
+  void copy_buffers();
   std::vector<torch::Tensor> model_params_, shadow_params_, model_buffers_, shadow_buffers_;
   std::shared_ptr<torch::nn::Module> shadow_;
   double decay_;

@@ -8,14 +8,15 @@
 #include "diffuse/core/device.h"
 #include "diffuse/core/error.h"
 #include "diffuse/core/progress.h"
+#include "diffuse/data/synthetic.h"
 #include "diffuse/io/atomic_file.h"
+#include "diffuse/io/checkpoint.h"
 #include "diffuse/io/image.h"
 #include "diffuse/io/safetensors.h"
 #include "diffuse/models/class_labels.h"
 #include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
-#include "diffuse/io/checkpoint.h"
 #include "diffuse/pipeline/generate.h"
 
 namespace fs = std::filesystem;
@@ -32,6 +33,11 @@ void on_signal(int) {
 // The generator state as a uint8 tensor and back, so it can live in a safetensors file.
 torch::Tensor generator_state(const at::Generator& g) {
   return g.get_state().clone();
+}
+
+void set_generator_state(at::Generator g, const torch::Tensor& state) {
+  std::lock_guard<std::mutex> lock(g.mutex());
+  g.set_state(state);
 }
 
 UNetConfig model_config_for(const TrainConfig& cfg, const GaussianDiffusion& d) {
@@ -56,21 +62,42 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
     check(list_checkpoints(cfg_.out).empty(), "--out ", cfg_.out,
           " already holds a run with checkpoints; continue it with --resume ", cfg_.out,
           " or choose another folder");
-  if (env.distributed()) {
-    check(cfg_.batch % env.world_size == 0, "--batch ", cfg_.batch,
-          " (the global batch) must be divisible by the ", env.world_size, " processes");
-    // One GPU per local rank.
-    if (device_.is_cuda() && !device_.has_index())
-      device_ = torch::Device(
-          torch::kCUDA, static_cast<c10::DeviceIndex>(
-                            env.local_rank % std::max<int64_t>(1, torch::cuda::device_count())));
-    group_ = std::make_unique<DistGroup>(env, resolve_backend(dist.backend, device_), dist.timeout);
-  }
+  if (env.distributed()) join_group(env, dist);
   configure_runtime(device_, precision_);
   if (cfg_.threads > 0)
     torch::set_num_threads(static_cast<int>(cfg_.threads));
   else if (group_)  // the local ranks share the cores
     torch::set_num_threads(std::max(1, torch::get_num_threads() / env.local_world_size));
+  make_process();
+  auto mc = model_config_for(cfg_, *diffusion_);
+  const int64_t size = cfg_.image_size > 0 ? cfg_.image_size : mc.sample_size;
+  auto data = training_data(mc, size);
+  make_models(mc);
+  make_loader(std::move(data), size);
+  if (group_) reducer_ = std::make_unique<GradReducer>(model_->parameters(), *group_);
+  split_dropout_stream();
+  auto opts = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
+  loss_sum_ = torch::zeros({}, opts);
+  gnorm_sum_ = torch::zeros({}, opts);
+}
+
+void Trainer::join_group(const DistEnv& env, const DistOptions& dist) {
+  check(cfg_.batch % env.world_size == 0, "--batch ", cfg_.batch,
+        " (the global batch) must be divisible by the ", env.world_size, " processes");
+  // The graphed step would need its gradient all-reduce captured too (NCCL can be, Gloo cannot);
+  // not attempted yet.
+  check(!cfg_.cuda_graph || !device_.is_cuda(),
+        "--cuda-graph is not yet supported with data-parallel training");
+  // One GPU per local rank.
+  if (device_.is_cuda() && !device_.has_index())
+    device_ = torch::Device(
+        torch::kCUDA, static_cast<c10::DeviceIndex>(
+                          env.local_rank % std::max<int64_t>(1, torch::cuda::device_count())));
+  group_ = std::make_unique<DistGroup>(env, resolve_backend(dist.backend, device_), dist.timeout);
+}
+
+// The process (schedule, prediction, variance), the loss and how t is drawn.
+void Trainer::make_process() {
   process_.schedule = cfg_.schedule;
   process_.timesteps = cfg_.timesteps;
   process_.prediction = cfg_.prediction;
@@ -86,13 +113,18 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
         " weights the MSE of --loss simple or hybrid; --loss vlb takes --loss-weighting simple");
   diffusion_->loss_weight_table(loss_weighting_);  // rejects vlb with a learned variance
   tsampler_ = make_timestep_sampler(cfg_.timestep_sampler, cfg_.timesteps);
+}
 
-  auto mc = model_config_for(cfg_, *diffusion_);
-  const int64_t size = cfg_.image_size > 0 ? cfg_.image_size : mc.sample_size;
+// The training set, checked against the model; a class-conditional model gets its class table
+// (one embedding per class and the null class last) here.
+Dataset Trainer::training_data(UNetConfig& mc, int64_t size) {
   Dataset data;
-  if (cfg_.data != "synthetic") {
-    // Fixed-size datasets load at their own size (0) and are padded below, as DDPM pads 28x28 to
-    // 32x32; folders need a size to crop and resize to.
+  if (cfg_.data == "synthetic") {
+    data =
+        synthetic_dataset(std::max<int64_t>(4 * cfg_.batch, 256), mc.in_channels, size, cfg_.seed);
+  } else {
+    // Fixed-size datasets load at their own size (0) and are padded by the loader, as DDPM pads
+    // 28x28 to 32x32; folders need a size to crop and resize to.
     const bool folder = cfg_.data.rfind("folder:", 0) == 0;
     data =
         load_dataset(cfg_.data, "train", cfg_.image_size > 0 || folder ? size : 0, mc.in_channels);
@@ -100,17 +132,25 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
   if (cfg_.class_cond) {
     check(data.labels.defined() && data.num_classes >= 1, "--class-cond: --data ", cfg_.data,
           " has no labels");
-    // One embedding per class and the null class last.
-    check(mc.num_class_embeds == 0 || mc.num_class_embeds == data.num_classes + 1, "--model ",
-          cfg_.model, " has num_class_embeds ", mc.num_class_embeds, " but --data ", cfg_.data,
-          " has ", data.num_classes, " classes (and one more, the null class, is needed)");
+    check(mc.num_class_embeds == 0 || mc.num_class_embeds == class_embeds_for(data.num_classes),
+          "--model ", cfg_.model, " has num_class_embeds ", mc.num_class_embeds, " but --data ",
+          cfg_.data, " has ", data.num_classes,
+          " classes (and one more, the null class, is needed)");
     mc.num_class_embeds = class_embeds_for(data.num_classes);
     null_class_ = null_class(mc);
   } else {
     check(mc.num_class_embeds == 0, "--model ", cfg_.model, " is class-conditional (",
           "num_class_embeds ", mc.num_class_embeds, "): train it with --class-cond");
   }
+  check(data.channels() == mc.in_channels, "--data ", cfg_.data, " has ", data.channels(),
+        " channels but --model ", cfg_.model, " takes ", mc.in_channels);
+  check(data.height() <= mc.sample_size || cfg_.image_size > 0, "--data ", cfg_.data,
+        " images are ", data.height(), "x", data.width(), ", larger than the model's sample_size ",
+        mc.sample_size);
+  return data;
+}
 
+void Trainer::make_models(const UNetConfig& mc) {
   // Weights and dropout draw from the global generator: seeding it makes the run reproducible.
   torch::manual_seed(cfg_.seed);
   model_ = UNet2DModel(mc);
@@ -121,10 +161,8 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
   model_->set_channels_last(cfg_.channels_last);
   ema_model_->set_channels_last(cfg_.channels_last);
   set_fused_group_norm(cfg_.fused_norm && device_.is_cuda());
-  if (cfg_.cuda_graph && device_.is_cuda()) {
-    check(!group_, "--cuda-graph is not yet supported with data-parallel training");
+  if (cfg_.cuda_graph && device_.is_cuda())
     captured_step_ = std::make_unique<CapturedStep>(device_);
-  }
   {
     torch::NoGradGuard no_grad;
     auto src = model_->parameters();
@@ -132,22 +170,13 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
     for (size_t i = 0; i < src.size(); ++i) dst[i].copy_(src[i]);
   }
   ema_model_->eval();
-  opt_ = std::make_unique<AdamW>(model_->named_parameters().pairs(),
-                                 AdamWOptions{cfg_.lr, 0.9, 0.999, 1e-8, cfg_.weight_decay});
+  opt_ = std::make_unique<AdamW>(
+      model_->named_parameters().pairs(),
+      AdamWOptions{cfg_.lr, cfg_.adam_beta1, cfg_.adam_beta2, cfg_.adam_eps, cfg_.weight_decay});
   ema_ = std::make_unique<Ema>(*model_, ema_model_.ptr(), cfg_.ema_decay, cfg_.ema_warmup);
+}
 
-  if (cfg_.data == "synthetic") {
-    // Random pixels: benchmarks measure speed, not what is learned.
-    data.images =
-        torch::randint(0, 256, {std::max<int64_t>(4 * cfg_.batch, 256), mc.in_channels, size, size},
-                       torch::kUInt8);
-    data.name = "synthetic";
-  }
-  check(data.channels() == mc.in_channels, "--data ", cfg_.data, " has ", data.channels(),
-        " channels but --model ", cfg_.model, " takes ", mc.in_channels);
-  check(data.height() <= mc.sample_size || cfg_.image_size > 0, "--data ", cfg_.data,
-        " images are ", data.height(), "x", data.width(), ", larger than the model's sample_size ",
-        mc.sample_size);
+void Trainer::make_loader(Dataset data, int64_t size) {
   LoaderOptions lo;
   lo.batch_size = cfg_.batch;
   lo.seed = cfg_.seed;
@@ -159,12 +188,6 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
     lo.num_shards = group_->world_size();
   }
   loader_ = std::make_unique<Loader>(std::move(data), lo);
-  if (group_) reducer_ = std::make_unique<GradReducer>(model_->parameters(), *group_);
-  split_dropout_stream();
-
-  auto opts = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
-  loss_sum_ = torch::zeros({}, opts);
-  gnorm_sum_ = torch::zeros({}, opts);
 }
 
 std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir,
@@ -205,12 +228,18 @@ void Trainer::restore(const LoadedCheckpoint& ck) {
   opt_->load_state_dict(need("optimizer.safetensors"), ck.dir + "/optimizer.safetensors");
   const auto& rng = need("rng.safetensors");
   gen_.set_state(rng.at("train_generator"));
-  {
-    // Dropout draws from the default generator; a copy of the handle shares its state.
-    at::Generator global = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(global.mutex());
-    global.set_state(rng.at("default_cpu_generator"));
-  }
+  // Dropout draws from the default generator of the model's device; a copy of the handle shares
+  // its state. Checkpoints from before the CUDA state was kept have none to restore.
+  set_generator_state(at::detail::getDefaultCPUGenerator(), rng.at("default_cpu_generator"));
+  if (device_.is_cuda() && rng.count("default_cuda_generator"))
+    set_generator_state(at::globalContext().defaultGenerator(device_),
+                        rng.at("default_cuda_generator"));
+  auto sampler = f.tensors.find("timestep_sampler.safetensors");
+  if (sampler != f.tensors.end())
+    tsampler_->load_state(sampler->second, ck.dir + "/timestep_sampler.safetensors");
+  else if (!tsampler_->state().empty() && is_main())
+    std::cerr << "diffuse: warning: " << ck.dir << " holds no timestep-sampler history (made "
+              << "before it was checkpointed); the history starts again\n";
   auto it = f.texts.find("trainer_state.json");
   check(it != f.texts.end(), ck.dir, ": checkpoint lacks trainer_state.json");
   auto st = nlohmann::json::parse(it->second);
@@ -241,109 +270,98 @@ void Trainer::split_dropout_stream() {
                      (static_cast<uint64_t>(step_) << 20));
 }
 
-torch::Tensor Trainer::train_step() {
-  if (captured_step_) return graphed_train_step();
-  model_->train();
+// Every random draw of a step comes from the run's CPU generator, for the whole global batch on
+// every rank, and is then sliced: the ranks together see exactly what one process would.
+Trainer::StepInputs Trainer::draw_inputs() {
   auto batch = loader_->next();
-  const auto& x0 = batch.x;  // (b, C, H, W): this rank's slice [lo, lo + b) of the global batch
-  const int64_t B = group_ ? cfg_.batch : x0.size(0);
-  const int64_t lo = group_ ? B * group_->rank() / group_->world_size() : 0, b = x0.size(0);
-  // t and noise are drawn for the whole global batch on every rank, from the same generator, and
-  // sliced: the ranks together see exactly what one process would.
+  StepInputs in;
+  in.x0 = batch.x;  // (b, C, H, W): this rank's slice [lo, lo + b) of the global batch
+  const int64_t B = group_ ? cfg_.batch : in.x0.size(0), b = in.x0.size(0);
+  const int64_t lo = group_ ? B * group_->rank() / group_->world_size() : 0;
   auto draw = tsampler_->sample(B, device_, gen_);
-  auto shape = x0.sizes().vec();
+  auto shape = in.x0.sizes().vec();
   shape[0] = B;
-  auto noise = at::randn(shape, gen_, torch::kFloat32).narrow(0, lo, b).to(device_, true);
-  auto t = draw.t.narrow(0, lo, b);
-  auto x_t = diffusion_->q_sample(x0, t, noise);
-  torch::Tensor labels;
-  if (null_class_ >= 0) labels = drop_labels(batch.y, null_class_, cfg_.label_dropout, gen_, B, lo);
+  in.noise = at::randn(shape, gen_, torch::kFloat32).narrow(0, lo, b).to(device_, true);
+  in.t = draw.t.narrow(0, lo, b);
+  in.weights = draw.weights.narrow(0, lo, b);
+  in.t_batch = draw.t;
+  if (null_class_ >= 0)
+    in.labels = drop_labels(batch.y, null_class_, cfg_.label_dropout, gen_, B, lo);
+  // float64 on the CPU, where the optimizer and the EMA read them on the host as they are.
+  auto scalar = torch::TensorOptions().device(device_).dtype(device_.is_cuda() ? torch::kFloat32
+                                                                               : torch::kFloat64);
+  in.lr = torch::full({}, warmup_lr(cfg_.lr, step_, cfg_.warmup), scalar);
+  // The EMA's warmup counts the updates before this one, as diffusers' EMAModel does.
+  in.ema_decay = torch::full({}, ema_->decay_at(step_), scalar);
+  return in;
+}
+
+Trainer::StepOutputs Trainer::step_body(const StepInputs& in) {
+  opt_->zero_grad();
+  auto x_t = diffusion_->q_sample(in.x0, in.t, in.noise);
   torch::Tensor out;
   {
     AutocastGuard autocast(autocast_bf16(precision_));
-    out = model_->forward(x_t, t, labels);
+    out = model_->forward(x_t, in.t, in.labels);
   }
-  auto losses = diffusion_->training_losses(out.to(torch::kFloat32), x0, x_t, t, noise, loss_type_,
-                                            loss_weighting_);
+  auto losses = diffusion_->training_losses(out.to(torch::kFloat32), in.x0, x_t, in.t, in.noise,
+                                            loss_type_, loss_weighting_);
   // Each rank's mean over its slice; the mean over the ranks (GradReducer) is the global mean.
-  auto loss = (losses.loss * draw.weights.narrow(0, lo, b)).mean();
-  opt_->zero_grad();
+  auto loss = (losses.loss * in.weights).mean();
   loss.backward();
   if (reducer_) reducer_->finish();
   auto gnorm = opt_->clip_grad_norm(cfg_.grad_clip);
-  opt_->step(warmup_lr(cfg_.lr, step_, cfg_.warmup));
-  // The EMA's warmup counts the updates before this one, as diffusers' EMAModel does.
-  ema_->update(step_);
+  opt_->step(in.lr);
+  ema_->update(in.ema_decay);
+  loss_sum_.add_(loss.detach());
+  gnorm_sum_.add_(gnorm.to(torch::kFloat32));
+  return {loss.detach(), losses.loss.detach()};
+}
+
+// step_body on inputs copied into buffers that outlive the calls, captured once and replayed.
+Trainer::StepOutputs Trainer::captured_step(const StepInputs& in) {
+  auto buffers = [](const StepInputs& s) {
+    return std::vector<torch::Tensor>{s.x0, s.t, s.noise, s.weights, s.labels, s.lr, s.ema_decay};
+  };
+  if (!static_in_.x0.defined()) {
+    static_in_ = in;
+    static_in_.t_batch = torch::Tensor();
+    for (auto* b : {&static_in_.x0, &static_in_.t, &static_in_.noise, &static_in_.weights,
+                    &static_in_.labels, &static_in_.lr, &static_in_.ema_decay})
+      if (b->defined()) *b = torch::empty_like(*b);
+  }
+  check(in.x0.sizes() == static_in_.x0.sizes(), "--cuda-graph: batch shape changed from ",
+        static_in_.x0.sizes(), " to ", in.x0.sizes());
+  auto dst = buffers(static_in_), src = buffers(in);
+  for (size_t i = 0; i < dst.size(); ++i)
+    if (dst[i].defined()) dst[i].copy_(src[i], /*non_blocking=*/true);
+  (*captured_step_)([this] {
+    auto out = step_body(static_in_);
+    if (!static_out_.loss.defined()) static_out_ = {out.loss.clone(), out.losses.clone()};
+    static_out_.loss.copy_(out.loss);
+    static_out_.losses.copy_(out.losses);
+  });
+  return {static_out_.loss.clone(), static_out_.losses.clone()};
+}
+
+torch::Tensor Trainer::train_step() {
+  model_->train();
+  auto in = draw_inputs();
+  auto out = captured_step_ ? captured_step(in) : step_body(in);
   ++step_;
+  ++since_log_;
   if (cfg_.timestep_sampler != "uniform") {
     // The sampler's history must see the whole batch on every rank, so its state stays shared.
-    auto all = losses.loss.detach();
+    auto all = out.losses;
     if (group_) {
-      all = torch::zeros({B}, all.options());
-      all.narrow(0, lo, b).copy_(losses.loss.detach());
+      const int64_t B = cfg_.batch, b = all.size(0), lo = B * group_->rank() / group_->world_size();
+      all = torch::zeros({B}, out.losses.options());
+      all.narrow(0, lo, b).copy_(out.losses);
       group_->allreduce_sum(all);
     }
-    tsampler_->update(draw.t, all);
+    tsampler_->update(in.t_batch, all);
   }
-  loss_sum_.add_(loss.detach());
-  gnorm_sum_.add_(gnorm.to(torch::kFloat32));
-  ++since_log_;
-  return loss.detach();
-}
-
-// The step above with its inputs copied into static buffers and the learning rate and EMA decay
-// in device scalars, so one CUDA graph replays it; t and noise come from the same CPU generator.
-torch::Tensor Trainer::graphed_train_step() {
-  model_->train();
-  auto batch = loader_->next();
-  const int64_t B = batch.x.size(0);
-  auto draw = tsampler_->sample(B, device_, gen_);
-  auto noise = at::randn(batch.x.sizes(), gen_, torch::kFloat32).to(device_, /*non_blocking=*/true);
-  if (!static_.x0.defined()) {
-    static_.x0 = torch::empty_like(batch.x);
-    static_.t = torch::empty_like(draw.t);
-    static_.noise = torch::empty_like(noise);
-    static_.weights = torch::empty_like(draw.weights);
-    auto scalar = torch::TensorOptions().device(device_).dtype(torch::kFloat32);
-    static_.lr = torch::zeros({}, scalar);
-    static_.ema_decay = torch::zeros({}, scalar);
-    static_.loss = torch::zeros({}, scalar);
-  }
-  check(batch.x.sizes() == static_.x0.sizes(), "--cuda-graph: batch shape changed from ",
-        static_.x0.sizes(), " to ", batch.x.sizes());
-  static_.x0.copy_(batch.x);
-  static_.t.copy_(draw.t);
-  static_.noise.copy_(noise);
-  static_.weights.copy_(draw.weights);
-  static_.lr.fill_(warmup_lr(cfg_.lr, step_, cfg_.warmup));
-  static_.ema_decay.fill_(ema_->decay_at(step_));
-  (*captured_step_)([this] { graph_body(); });
-  opt_->count_step();
-  ++step_;
-  ++since_log_;
-  return static_.loss.clone();
-}
-
-void Trainer::graph_body() {
-  // Eager calls (warm-up, a failed capture) and the capture start from no gradients, so the
-  // captured backward writes them rather than adding to them.
-  if (!captured_step_->captured()) opt_->zero_grad();
-  auto x_t = diffusion_->q_sample(static_.x0, static_.t, static_.noise);
-  torch::Tensor out;
-  {
-    AutocastGuard autocast(autocast_bf16(precision_));
-    out = model_->forward(x_t, static_.t);
-  }
-  auto losses = diffusion_->training_losses(out.to(torch::kFloat32), static_.x0, x_t, static_.t,
-                                            static_.noise, loss_type_, loss_weighting_);
-  auto loss = (losses.loss * static_.weights).mean();
-  loss.backward();
-  auto gnorm = opt_->clip_grad_norm(cfg_.grad_clip);
-  opt_->step_on_device(static_.lr);
-  ema_->update(static_.ema_decay);
-  loss_sum_.add_(loss.detach());
-  gnorm_sum_.add_(gnorm.to(torch::kFloat32));
-  static_.loss.copy_(loss.detach());
+  return out.loss;
 }
 
 void Trainer::save_checkpoint_now() {
@@ -358,9 +376,13 @@ void Trainer::save_checkpoint_now() {
   files.texts["unet_ema/config.json"] = ema_model_->config().to_json().dump(2);
   files.texts["scheduler/scheduler_config.json"] = process_.to_scheduler_json().dump(2);
   files.tensors["optimizer.safetensors"] = opt_->state_dict();
-  files.tensors["rng.safetensors"] = {
-      {"train_generator", generator_state(gen_)},
-      {"default_cpu_generator", generator_state(at::detail::getDefaultCPUGenerator())}};
+  auto& rng = files.tensors["rng.safetensors"];
+  rng = {{"train_generator", generator_state(gen_)},
+         {"default_cpu_generator", generator_state(at::detail::getDefaultCPUGenerator())}};
+  if (device_.is_cuda())
+    rng["default_cuda_generator"] = generator_state(at::globalContext().defaultGenerator(device_));
+  auto sampler = tsampler_->state();
+  if (!sampler.empty()) files.tensors["timestep_sampler.safetensors"] = std::move(sampler);
   const auto st = loader_->state();
   nlohmann::json ts = {{"step", step_},
                        {"loader_epoch", st.epoch},
@@ -404,6 +426,30 @@ void Trainer::write_preview_grid() {
   save_grid_png(path, images, nrow);
 }
 
+Trainer::Tick Trainer::log_tick(double elapsed, Tick votes) {
+  auto opts = loss_sum_.options();
+  auto stats =
+      torch::stack({loss_sum_, gnorm_sum_, torch::full({}, votes.time_up ? 1.0 : 0.0, opts),
+                    torch::full({}, votes.interrupted ? 1.0 : 0.0, opts)});
+  if (group_) group_->allreduce_sum(stats);
+  stats = stats.to(torch::kCPU, torch::kFloat64);
+  const double world = group_ ? group_->world_size() : 1;
+  const double loss = stats[0].item<double>() / world / since_log_;
+  const double gnorm = stats[1].item<double>() / world / since_log_;
+  loss_sum_.zero_();
+  gnorm_sum_.zero_();
+  since_log_ = 0;
+  const auto now = std::chrono::steady_clock::now();
+  const double dt = std::chrono::duration<double>(now - tick_time_).count();
+  const double ips = dt > 0 ? (step_ - tick_step_) * cfg_.batch / dt : 0.0;
+  tick_time_ = now;
+  tick_step_ = step_;
+  if (is_main()) log_line(loss, gnorm, ips, wall_offset_ + elapsed);
+  char status[96];
+  std::snprintf(status, sizeof status, "loss %.4f  %.0f img/s", loss, ips);
+  return {stats[2].item<double>() > 0, stats[3].item<double>() > 0, status};
+}
+
 void Trainer::run(bool progress) {
   sync_replicas();
   if (is_main()) {
@@ -415,63 +461,31 @@ void Trainer::run(bool progress) {
   g_stop_requested = 0;
   auto prev_int = std::signal(SIGINT, on_signal);
   auto prev_term = std::signal(SIGTERM, on_signal);
-
-  using clock = std::chrono::steady_clock;
-  const auto start = clock::now();
-  run_start_ = start;
-  auto tick = start;
-  int64_t tick_step = step_;
+  const auto start = std::chrono::steady_clock::now();
+  run_start_ = tick_time_ = start;
+  tick_step_ = step_;
   ProgressBar bar(cfg_.steps, "train", "step", progress && is_main());
   bar.resume_from(step_);
   if (cfg_.time_limit > 0) bar.set_time_limit(cfg_.time_limit);
   std::string stop_reason = "reached --steps";
   while (step_ < cfg_.steps) {
     train_step();
-    const double elapsed = std::chrono::duration<double>(clock::now() - start).count();
-    bool time_up = cfg_.time_limit > 0 && elapsed >= cfg_.time_limit;
-    bool interrupted = g_stop_requested;
-    // Ranks stop together: in a job they decide at log ticks, by a vote sent with the losses.
-    if (group_) time_up = interrupted = false;
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const Tick votes{cfg_.time_limit > 0 && elapsed >= cfg_.time_limit, g_stop_requested != 0};
+    // Ranks stop together: in a job they decide at log ticks, by the votes sent with the losses.
+    Tick stop = group_ ? Tick{} : votes;
     if (step_ % cfg_.log_every == 0 || step_ == cfg_.steps) {
-      // The one host sync of the loop: reading the accumulated loss and gradient norm (and, in a
-      // job, summing them and the stop votes over the ranks).
-      auto opts = loss_sum_.options();
-      auto stats = torch::stack(
-          {loss_sum_, gnorm_sum_,
-           torch::full({}, cfg_.time_limit > 0 && elapsed >= cfg_.time_limit ? 1.0 : 0.0, opts),
-           torch::full({}, g_stop_requested ? 1.0 : 0.0, opts)});
-      if (group_) group_->allreduce_sum(stats);
-      stats = stats.to(torch::kCPU, torch::kFloat64);
-      const double world = group_ ? group_->world_size() : 1;
-      const double loss = stats[0].item<double>() / world / since_log_;
-      const double gnorm = stats[1].item<double>() / world / since_log_;
-      if (group_) {
-        time_up = stats[2].item<double>() > 0;
-        interrupted = stats[3].item<double>() > 0;
-      }
-      loss_sum_.zero_();
-      gnorm_sum_.zero_();
-      since_log_ = 0;
-      const auto now = clock::now();
-      const double dt = std::chrono::duration<double>(now - tick).count();
-      const double ips = dt > 0 ? (step_ - tick_step) * cfg_.batch / dt : 0.0;
-      tick = now;
-      tick_step = step_;
-      if (is_main()) log_line(loss, gnorm, ips, wall_offset_ + elapsed);
-      char extra[96];
-      std::snprintf(extra, sizeof extra, "loss %.4f  %.0f img/s", loss, ips);
-      bar.set_extra(extra);
+      const auto tick = log_tick(elapsed, votes);
+      if (group_) stop = tick;
+      bar.set_extra(tick.status);
     }
     bar.update(1);
     if (cfg_.sample_every > 0 && step_ % cfg_.sample_every == 0) write_preview_grid();
-    if (cfg_.ckpt_every > 0 && step_ % cfg_.ckpt_every == 0 && step_ < cfg_.steps && !time_up)
+    if (cfg_.ckpt_every > 0 && step_ % cfg_.ckpt_every == 0 && step_ < cfg_.steps && !stop.time_up)
       save_checkpoint_now();
-    if (time_up) {
-      stop_reason = "reached --time-limit";
-      break;
-    }
-    if (interrupted) {
-      stop_reason = "interrupted";
+    if (stop.time_up || stop.interrupted) {
+      stop_reason = stop.time_up ? "reached --time-limit" : "interrupted";
       break;
     }
   }

@@ -12,17 +12,18 @@
 #include <string>
 
 #include "diffuse/core/device.h"
+#include "diffuse/data/dataset.h"
 #include "diffuse/data/loader.h"
 #include "diffuse/diffusion/gaussian_diffusion.h"
+#include "diffuse/diffusion/process_config.h"
 #include "diffuse/diffusion/timestep_sampler.h"
 #include "diffuse/dist/grad_reducer.h"
 #include "diffuse/dist/process_group.h"
 #include "diffuse/models/unet.h"
+#include "diffuse/pipeline/cuda_graph.h"
 #include "diffuse/train/adamw.h"
 #include "diffuse/train/config.h"
-#include "diffuse/pipeline/cuda_graph.h"
 #include "diffuse/train/ema.h"
-#include "diffuse/diffusion/process_config.h"
 
 namespace diffuse {
 
@@ -42,7 +43,8 @@ class Trainer {
 
   // Trains until cfg.steps, the time limit, or SIGINT/SIGTERM; always ends with a checkpoint.
   void run(bool progress = true);
-  // One optimisation step; returns the loss as a 0-dim device tensor (no host sync).
+  // One optimisation step; returns the loss as a 0-dim device tensor (no host sync). With
+  // --cuda-graph on CUDA the same step_body is captured once and replayed.
   torch::Tensor train_step();
   void save_checkpoint_now();
 
@@ -54,11 +56,27 @@ class Trainer {
   UNet2DModel& ema_model() { return ema_model_; }
   const GaussianDiffusion& diffusion() const { return *diffusion_; }
   const ProcessConfig& process() const { return process_; }
+  const TimestepSampler& timestep_sampler() const { return *tsampler_; }
   // Rank 0, or the only process: the one that writes logs, grids and checkpoints.
   bool is_main() const { return !group_ || group_->is_main(); }
 
  private:
+  // What one step consumes: this rank's slice of the global batch with its draws of t, noise and
+  // dropped labels, and the step's learning rate and EMA decay as 0-dim device tensors.
+  struct StepInputs {
+    torch::Tensor x0, t, noise, weights, labels, lr, ema_decay;
+    torch::Tensor t_batch;  // t of the whole global batch, for the timestep sampler's history
+  };
+  struct StepOutputs {
+    torch::Tensor loss, losses;  // the weighted mean (0-dim) and the per-sample losses (b)
+  };
+
   Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist);
+  void join_group(const DistEnv& env, const DistOptions& dist);
+  void make_process();
+  Dataset training_data(UNetConfig& mc, int64_t size);
+  void make_models(const UNetConfig& mc);
+  void make_loader(Dataset data, int64_t size);
   void restore(const struct LoadedCheckpoint& ck);
   void write_preview_grid();
   void log_line(double loss, double grad_norm, double images_per_s, double wall);
@@ -67,8 +85,18 @@ class Trainer {
   // Ranks other than 0 draw dropout from their own stream, a function of (seed, rank, step) so
   // that it restarts identically after a checkpoint.
   void split_dropout_stream();
-  torch::Tensor graphed_train_step();
-  void graph_body();  // the captured step: reads and writes only the tensors of Captured
+  StepInputs draw_inputs();
+  // The step itself (Ho et al. Algorithm 1, lines 2-6, then clipping, AdamW and the EMA): reads
+  // only `in` and the model's state, so that a CUDA graph can capture it as it is.
+  StepOutputs step_body(const StepInputs& in);
+  StepOutputs captured_step(const StepInputs& in);
+  // A log tick, the loop's one host sync: reads (and in a job sums over the ranks) the mean loss
+  // and gradient norm and the ranks' stop votes, and writes the log line.
+  struct Tick {
+    bool time_up = false, interrupted = false;
+    std::string status;  // for the progress bar
+  };
+  Tick log_tick(double elapsed, Tick votes);
 
   TrainConfig cfg_;
   torch::Device device_;
@@ -89,15 +117,15 @@ class Trainer {
   int64_t step_ = 0;
   torch::Tensor loss_sum_, gnorm_sum_;  // device accumulators between log ticks
   int64_t since_log_ = 0;
+  std::chrono::steady_clock::time_point tick_time_;  // the last log tick: images/s since then
+  int64_t tick_step_ = 0;
   std::ofstream log_;
   double wall_time() const;  // seconds of training in this run, earlier processes included
   double wall_offset_ = 0;   // wall time of the run before the current run() call
   std::optional<std::chrono::steady_clock::time_point> run_start_;
-  // --cuda-graph: the step's inputs in static buffers, per-step scalars on the device.
-  struct Captured {
-    torch::Tensor x0, t, noise, weights, lr, ema_decay, loss;
-  };
-  Captured static_;
+  // --cuda-graph: the captured step's inputs and outputs, in buffers that outlive the replays.
+  StepInputs static_in_;
+  StepOutputs static_out_;
   std::unique_ptr<CapturedStep> captured_step_;
 };
 
