@@ -21,13 +21,14 @@ struct Dataset {
 };
 
 // Opens a dataset by spec:
-//   fashion-mnist          Debian's dataset-fashion-mnist package
-//   (/usr/share/datasets/fashion-mnist) mnist:DIR {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
-//   inside DIR idx:IMAGES_FILE        one idx3 file; labels from the sibling named with
-//   'labels-idx1' in place
-//                          of 'images-idx3' when that file exists (split is then ignored)
-//   cifar10:DIR            CIFAR-10 binary version: data_batch_{1..5}.bin / test_batch.bin
-//   folder:DIR             every PNG/JPEG below DIR (either split gives all of them; no labels)
+// clang-format off
+//   fashion-mnist      Debian's dataset-fashion-mnist package (/usr/share/datasets/fashion-mnist)
+//   mnist:DIR          {train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] inside DIR
+//   idx:IMAGES_FILE    one idx3 file; labels from the sibling named with 'labels-idx1' in place
+//                      of 'images-idx3' when that file exists (split is then ignored)
+//   cifar10:DIR        CIFAR-10 binary version: data_batch_{1..5}.bin / test_batch.bin
+//   folder:DIR         every PNG/JPEG below DIR (either split gives all of them; no labels)
+// clang-format on
 // split: "train" or "test". image_size: side of the square images returned; fixed-size datasets
 // are resized (antialiased bilinear) when it differs from theirs, 0 keeps their size (folder
 // requires a size). channels: 1 or 3, or 0 for the dataset's own (folder: 3).

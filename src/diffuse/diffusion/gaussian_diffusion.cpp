@@ -1,5 +1,6 @@
 #include "diffuse/diffusion/gaussian_diffusion.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "diffuse/core/error.h"
@@ -82,28 +83,51 @@ int64_t GaussianDiffusion::model_output_channels(int64_t data_channels) const {
   return variance_ == VarianceType::LearnedRange ? 2 * data_channels : data_channels;
 }
 
+GaussianDiffusion::TableSources GaussianDiffusion::device_table_sources() const {
+  const auto& s = schedule_;
+  const auto& w = loss_weight_tables_;
+  return {&s.betas,
+          &s.alphas,
+          &s.alphas_cumprod,
+          &s.alphas_cumprod_prev,
+          &s.alphas_cumprod_next,
+          &s.sqrt_alphas_cumprod,
+          &s.sqrt_one_minus_alphas_cumprod,
+          &s.log_one_minus_alphas_cumprod,
+          &s.sqrt_recip_alphas_cumprod,
+          &s.sqrt_recipm1_alphas_cumprod,
+          &s.posterior_variance,
+          &s.posterior_log_variance_clipped,
+          &s.posterior_mean_coef1,
+          &s.posterior_mean_coef2,
+          &log_betas_,
+          &large_variance_,
+          &large_log_variance_,
+          &w[0],
+          &w[1],
+          &w[2],
+          &w[3]};
+}
+
+torch::Tensor GaussianDiffusion::on_device(const std::vector<double>& table,
+                                           const torch::Device& device) const {
+  const auto sources = device_table_sources();
+  const auto it = std::find(sources.begin(), sources.end(), &table);
+  if (it == sources.end()) return torch::tensor(table, torch::kFloat64).to(device);
+  std::lock_guard<std::mutex> lock(device_tables_->mutex);
+  auto& tables = device_tables_->by_device[{static_cast<int>(device.type()), device.index()}];
+  if (tables.empty())
+    for (const auto* source : sources)
+      tables.push_back(torch::tensor(*source, torch::kFloat64).to(device));
+  return tables[static_cast<size_t>(it - sources.begin())];
+}
+
 torch::Tensor GaussianDiffusion::extract(const std::vector<double>& table, const torch::Tensor& t,
                                          const torch::Tensor& x) const {
-  // Tables are identified by their offset within this object or its schedule, so copies of the
-  // object (whose members live elsewhere) still find the same entries.
-  const auto* base = reinterpret_cast<const char*>(this);
-  const auto* addr = reinterpret_cast<const char*>(&table);
-  const size_t id = static_cast<size_t>(addr - base);
-  torch::Tensor on_device;
-  {
-    std::lock_guard<std::mutex> lock(device_tables_->mutex);
-    auto key = std::make_pair(id, x.device().str());
-    auto& cache = device_tables_->tables;
-    auto it = cache.find(key);
-    if (it == cache.end()) {
-      auto host = torch::tensor(table, torch::kFloat64);
-      it = cache.emplace(key, host.to(x.device())).first;
-    }
-    on_device = it->second;
-  }
   std::vector<int64_t> shape(std::max<int64_t>(x.dim(), 1), 1);
   shape[0] = t.numel();
-  return on_device.index_select(0, t.to(x.device(), torch::kLong).reshape({-1}))
+  return on_device(table, x.device())
+      .index_select(0, t.to(x.device(), torch::kLong).reshape({-1}))
       .to(x.scalar_type())
       .view(shape);
 }

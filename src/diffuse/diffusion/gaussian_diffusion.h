@@ -59,8 +59,10 @@ class GaussianDiffusion {
   // Channels the network must output for data with `data_channels` channels.
   int64_t model_output_channels(int64_t data_channels) const;
 
-  // table[t] gathered for t: (B) -> (B, 1, ..., 1) matching x's rank, dtype and device. Tables live
-  // on each device once (float64), so no host-to-device copy happens per call.
+  // table[t] gathered for t: (B) -> (B, 1, ..., 1) matching x's rank, dtype and device, gathered
+  // in float64 and then cast. The process's own tables (those of schedule() and
+  // loss_weight_table()) are copied to each device once, on first use there; any other table is
+  // copied on every call.
   torch::Tensor extract(const std::vector<double>& table, const torch::Tensor& t,
                         const torch::Tensor& x) const;
 
@@ -105,11 +107,18 @@ class GaussianDiffusion {
   std::vector<double> large_variance_, large_log_variance_;
   // loss_weights() of each LossWeighting, indexed by its value; vlb's is empty for learned-range.
   std::array<std::vector<double>, 4> loss_weight_tables_;
-  // Copies of the tables on each device, keyed by (table, device); shared by copies of this object.
+  // The tables that live on devices, in a fixed order; a table is one of them only if it is that
+  // very vector (compared by address with this object's members, never by offset).
+  using TableSources = std::array<const std::vector<double>*, 21>;
+  TableSources device_table_sources() const;
+  // `table` as a float64 tensor on `device`: one of device_table_sources() from the set made for
+  // that device on its first use there, any other table copied now.
+  torch::Tensor on_device(const std::vector<double>& table, const torch::Device& device) const;
   struct DeviceTables {
     std::mutex mutex;
-    std::map<std::pair<size_t, std::string>, torch::Tensor> tables;
+    std::map<std::pair<int, int>, std::vector<torch::Tensor>> by_device;  // (type, index)
   };
+  // Shared by copies of this object, whose tables hold the same values.
   std::shared_ptr<DeviceTables> device_tables_ = std::make_shared<DeviceTables>();
 };
 

@@ -30,8 +30,9 @@ torch::Tensor mean_flat(const torch::Tensor& x);
 // Every weighting but `simple` is defined, as in Hang et al. 2023 (Min-SNR), by a weight lambda_t
 // on the x_0 error, lambda_t ||x_0 - x0_hat||^2, then expressed on the target the network
 // predicts. With SNR_t = abar_t / (1 - abar_t) and x_t fixed, the errors are related by
-//   ||eps - eps_hat||^2 = SNR_t ||x_0 - x0_hat||^2,  ||v - v_hat||^2 = (SNR_t + 1) ||x_0 -
-//   x0_hat||^2,
+// clang-format off
+//   ||eps - eps_hat||^2 = SNR_t ||x_0 - x0_hat||^2,   ||v - v_hat||^2 = (SNR_t + 1) ||x_0 - x0_hat||^2,
+// clang-format on
 // so w_t = lambda_t / SNR_t (eps), lambda_t (x_0), lambda_t / (SNR_t + 1) (v).
 //   simple     w_t = 1 on whatever the network predicts (Ho et al.'s L_simple).
 //   snr        lambda_t = SNR_t: the eps-MSE whatever the network predicts (w_t = 1 for eps,

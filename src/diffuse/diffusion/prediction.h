@@ -1,9 +1,10 @@
 // What the network predicts, and the conversions between its output, x_0 and eps.
+// clang-format off
 // With a = sqrt(abar_t) and s = sqrt(1 - abar_t):  x_t = a x_0 + s eps   (Ho et al. eq. 4)
 //   eps prediction:  x_0 = (x_t - s eps) / a
 //   x_0 prediction:  eps = (x_t - a x_0) / s
-//   v prediction:    v = a eps - s x_0  (Salimans & Ho 2022), so x_0 = a x_t - s v, eps = s x_t + a
-//   v.
+//   v prediction:    v = a eps - s x_0  (Salimans & Ho 2022), so x_0 = a x_t - s v, eps = s x_t + a v.
+// clang-format on
 #pragma once
 #include <torch/torch.h>
 

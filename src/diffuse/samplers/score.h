@@ -4,12 +4,13 @@
 // scaled by sqrt(abar):
 //   sigma = sqrt((1 - abar) / abar),   abar = 1 / (1 + sigma^2),   x_sigma = x_t / sqrt(abar).
 // Tweedie's formula ties the three views of one prediction together:
+// clang-format off
 //   score of x_t:      grad log p_t(x_t) = -eps / sqrt(1 - abar)   (eps = -sqrt(1 - abar) score)
 //   denoiser:          D(x_sigma; sigma) = x_sigma - sigma eps = the x_0 prediction
-//   score of x_sigma:  grad log p_sigma(x_sigma) = (D - x_sigma) / sigma^2 = -eps / sigma (EDM eq.
-//   3)
+//   score of x_sigma:  grad log p_sigma(x_sigma) = (D - x_sigma) / sigma^2 = -eps / sigma   (EDM eq. 3)
 // and the probability-flow ODE in sigma (EDM eq. 4 with sigma(t) = t, s(t) = 1) is
 //   dx_sigma / dsigma = -sigma grad log p_sigma = (x_sigma - D) / sigma = eps.
+// clang-format on
 #pragma once
 #include <torch/torch.h>
 

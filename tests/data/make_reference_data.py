@@ -8,7 +8,7 @@ project's own venv, e.g.:
     echo /work/main/.venv/lib/python3.11/site-packages \
         > /work/refenv/lib/python3.11/site-packages/main_torch.pth
     /work/refenv/bin/pip install diffusers numpy
-    /work/refenv/bin/python scripts/make_reference_data.py
+    /work/refenv/bin/python tests/data/make_reference_data.py
 
 Writes
   tests/data/ddpm_cifar10_keys.txt   state-dict names and shapes of diffusers' UNet2DModel with the
@@ -28,7 +28,7 @@ import diffusers
 import torch
 from diffusers import UNet2DModel
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "data")
+ROOT = os.path.dirname(os.path.abspath(__file__))
 
 DDPM_CIFAR10 = dict(
     sample_size=32,
