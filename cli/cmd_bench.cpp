@@ -38,119 +38,156 @@ Figures time_repeats(const torch::Device& device, int64_t warmup, int64_t repeat
   return r;
 }
 
-int run_bench(const Args& a) {
+// The command line's settings, checked, with the device set up.
+struct Settings {
+  std::string what, spec;
+  torch::Device device = torch::kCPU;
+  int64_t batch = 0, warmup = 0, repeats = 0;
+  Precision precision{};
+  bool bf16 = false, graph = false, channels_last = false, fused_norm = false;
+};
+
+Settings read_settings(const Args& a) {
   check(a.positional.size() == 1, "diffuse bench: name one of train, forward, sample");
-  const auto what = a.positional[0];
-  check(what == "train" || what == "forward" || what == "sample",
-        "diffuse bench: unknown benchmark '", what, "' (train, forward or sample)");
-  const auto device = setup_device(a);
-  const auto spec = a.str("model");
-  const int64_t B = a.integer("batch"), warmup = a.integer("warmup"),
-                repeats = a.integer("repeats");
-  check(B >= 1 && repeats >= 1 && warmup >= 0, "--batch and --repeats must be >= 1, --warmup >= 0");
-  const auto precision = precision_of(a, device);
-  const bool bf16 = autocast_bf16(precision);
-  const bool graph = a.flag("cuda-graph");
-  const bool channels_last = device.is_cuda() && a.flag("channels-last");
-  const bool fused_norm = device.is_cuda() && a.flag("fused-norm");
+  Settings s;
+  s.what = a.positional[0];
+  check(s.what == "train" || s.what == "forward" || s.what == "sample",
+        "diffuse bench: unknown benchmark '", s.what, "' (train, forward or sample)");
+  s.device = setup_device(a);
+  s.spec = a.str("model");
+  s.batch = a.integer("batch");
+  s.warmup = a.integer("warmup");
+  s.repeats = a.integer("repeats");
+  check(s.batch >= 1 && s.repeats >= 1 && s.warmup >= 0,
+        "--batch and --repeats must be >= 1, --warmup >= 0");
+  s.precision = precision_of(a, s.device);
+  s.bf16 = autocast_bf16(s.precision);
+  s.graph = a.flag("cuda-graph");
+  s.channels_last = s.device.is_cuda() && a.flag("channels-last");
+  s.fused_norm = s.device.is_cuda() && a.flag("fused-norm");
   check(!a.flag("fused-norm") || a.flag("channels-last"),
         "--fused-norm needs --channels-last (the kernels take NHWC activations)");
-  check(!fused_norm || fused_group_norm_compiled(),
+  check(!s.fused_norm || fused_group_norm_compiled(),
         "--fused-norm: this build has no CUDA kernels (it needs a CUDA LibTorch and nvcc)");
-  set_fused_group_norm(fused_norm);
-  auto cfg = model_config_from_spec(spec);
+  return s;
+}
+
+struct Measured {
   Figures fig;
-  int64_t images_per_call = B;
   int64_t params = 0;
-  if (what == "train") {
-    TrainConfig tc;
-    tc.data = "synthetic";
-    tc.model = spec;
-    tc.batch = B;
-    tc.device = a.str("device");
-    tc.threads = a.integer("threads");
-    tc.precision = a.str("precision");
-    tc.channels_last = channels_last;
-    tc.fused_norm = fused_norm;
-    tc.cuda_graph = graph && device.is_cuda();
-    tc.out = "/tmp/diffuse-bench-run";
-    tc.ckpt_every = tc.sample_every = 0;
-    Trainer trainer(tc);
-    params = count_parameters(*trainer.model());
-    // A captured step is captured on the 4th call (after 3 eager ones): keep that out of the
-    // timing.
-    const int64_t untimed = tc.cuda_graph ? std::max<int64_t>(warmup, 4) : warmup;
-    fig = time_repeats(device, untimed, repeats, [&] { trainer.train_step(); });
-  } else {
-    torch::manual_seed(0);
-    UNet2DModel model(cfg);
-    model->to(device);
-    model->set_channels_last(channels_last);
-    model->eval();
-    params = count_parameters(*model);
-    auto x = torch::randn({B, cfg.in_channels, cfg.sample_size, cfg.sample_size},
-                          torch::TensorOptions().device(device));
-    if (what == "forward") {
-      c10::InferenceMode inference;
-      auto t =
-          torch::randint(0, 1000, {B}, torch::TensorOptions().dtype(torch::kLong).device(device));
-      std::unique_ptr<GraphedForward> graphed;
-      if (graph && device.is_cuda())
-        graphed = std::make_unique<GraphedForward>(model, x.sizes().vec(), bf16);
-      fig = time_repeats(device, warmup, repeats, [&] {
-        if (graphed) {
-          (*graphed)(x, t);
-        } else {
-          AutocastGuard autocast(bf16);
-          model->forward(x, t);
-        }
-      });
+};
+
+Measured bench_train(const Args& a, const Settings& s) {
+  TrainConfig tc;
+  tc.data = "synthetic";
+  tc.model = s.spec;
+  tc.batch = s.batch;
+  tc.device = a.str("device");
+  tc.threads = a.integer("threads");
+  tc.precision = a.str("precision");
+  tc.channels_last = s.channels_last;
+  tc.fused_norm = s.fused_norm;
+  tc.cuda_graph = s.graph && s.device.is_cuda();
+  tc.out = "/tmp/diffuse-bench-run";
+  tc.ckpt_every = tc.sample_every = 0;
+  Trainer trainer(tc);
+  Measured m;
+  m.params = count_parameters(*trainer.model());
+  // A captured step is captured on the 4th call (after 3 eager ones): keep that out of the
+  // timing.
+  const int64_t untimed = tc.cuda_graph ? std::max<int64_t>(s.warmup, 4) : s.warmup;
+  m.fig = time_repeats(s.device, untimed, s.repeats, [&] { trainer.train_step(); });
+  return m;
+}
+
+Figures bench_forward(UNet2DModel& model, const torch::Tensor& x, const Settings& s) {
+  c10::InferenceMode inference;
+  auto t = torch::randint(0, 1000, {s.batch},
+                          torch::TensorOptions().dtype(torch::kLong).device(s.device));
+  std::unique_ptr<GraphedForward> graphed;
+  if (s.graph && s.device.is_cuda())
+    graphed = std::make_unique<GraphedForward>(model, x.sizes().vec(), s.bf16);
+  return time_repeats(s.device, s.warmup, s.repeats, [&] {
+    if (graphed) {
+      (*graphed)(x, t);
     } else {
-      ProcessConfig process;
-      const auto kind = a.str("sampler");
-      GenerateOptions g;
-      g.n = g.batch = B;
-      g.bf16 = bf16;
-      g.progress = false;
-      // Captured once, outside the timed runs, as a sampling service would keep it.
-      if (graph && device.is_cuda())
-        g.model_fn = graphed_unet_model_fn(
-            model, {B, cfg.in_channels, cfg.sample_size, cfg.sample_size}, bf16);
-      const auto steps = a.integer("steps");
-      fig = time_repeats(device, std::min<int64_t>(warmup, 1), repeats, [&] {
-        generate(model, process, sampler_options(process, kind, steps), g, device);
-      });
+      AutocastGuard autocast(s.bf16);
+      model->forward(x, t);
     }
-  }
-  const double ms = median(fig.ms);
-  const double ips = images_per_call / (ms / 1000.0);
-  nlohmann::json j = {{"bench", what},
-                      {"model", spec},
-                      {"params", params},
-                      {"batch", B},
-                      {"device", device.str()},
+  });
+}
+
+Figures bench_sample(const Args& a, UNet2DModel& model, const UNetConfig& cfg, const Settings& s) {
+  ProcessConfig process;
+  const auto kind = a.str("sampler");
+  GenerateOptions g;
+  g.n = g.batch = s.batch;
+  g.bf16 = s.bf16;
+  g.progress = false;
+  // Captured once, outside the timed runs, as a sampling service would keep it.
+  if (s.graph && s.device.is_cuda())
+    g.model_fn = graphed_unet_model_fn(
+        model, {s.batch, cfg.in_channels, cfg.sample_size, cfg.sample_size}, s.bf16);
+  const auto steps = a.integer("steps");
+  return time_repeats(s.device, std::min<int64_t>(s.warmup, 1), s.repeats, [&] {
+    generate(model, process, sampler_options(process, kind, steps), g, s.device);
+  });
+}
+
+// forward and sample: a U-Net with random weights.
+Measured bench_unet(const Args& a, const UNetConfig& cfg, const Settings& s) {
+  torch::manual_seed(0);
+  UNet2DModel model(cfg);
+  model->to(s.device);
+  model->set_channels_last(s.channels_last);
+  model->eval();
+  Measured m;
+  m.params = count_parameters(*model);
+  auto x = torch::randn({s.batch, cfg.in_channels, cfg.sample_size, cfg.sample_size},
+                        torch::TensorOptions().device(s.device));
+  m.fig = s.what == "forward" ? bench_forward(model, x, s) : bench_sample(a, model, cfg, s);
+  return m;
+}
+
+nlohmann::json result_json(const Args& a, const Settings& s, const Measured& m, double ms,
+                           double ips) {
+  nlohmann::json j = {{"bench", s.what},
+                      {"model", s.spec},
+                      {"params", m.params},
+                      {"batch", s.batch},
+                      {"device", s.device.str()},
                       {"threads", torch::get_num_threads()},
-                      {"precision", precision_name(precision)},
-                      {"cuda_graph", graph && device.is_cuda()},
-                      {"channels_last", channels_last},
-                      {"fused_norm", fused_norm},
+                      {"precision", precision_name(s.precision)},
+                      {"cuda_graph", s.graph && s.device.is_cuda()},
+                      {"channels_last", s.channels_last},
+                      {"fused_norm", s.fused_norm},
                       {"median_ms", ms},
                       {"images_per_s", ips},
-                      {"peak_memory_bytes", fig.peak},
-                      {"repeats", repeats},
+                      {"peak_memory_bytes", m.fig.peak},
+                      {"repeats", s.repeats},
                       {"torch", torch_version()}};
-  if (what == "sample") {
+  if (s.what == "sample") {
     j["sampler"] = a.str("sampler");
     j["steps"] = a.integer("steps");
   }
+  return j;
+}
+
+int run_bench(const Args& a) {
+  const auto s = read_settings(a);
+  set_fused_group_norm(s.fused_norm);
+  auto cfg = model_config_from_spec(s.spec);
+  const auto m = s.what == "train" ? bench_train(a, s) : bench_unet(a, cfg, s);
+  const double ms = median(m.fig.ms);
+  const double ips = s.batch / (ms / 1000.0);
   if (a.flag("json")) {
-    std::cout << j.dump() << std::endl;
+    std::cout << result_json(a, s, m, ms, ips).dump() << std::endl;
   } else {
     std::printf(
         "%s %s batch %lld on %s: median %.2f ms, %.1f images/s, peak memory %.2f GiB (%lld "
         "repeats)\n",
-        what.c_str(), spec.c_str(), static_cast<long long>(B), device.str().c_str(), ms, ips,
-        fig.peak / double(1 << 30), static_cast<long long>(repeats));
+        s.what.c_str(), s.spec.c_str(), static_cast<long long>(s.batch), s.device.str().c_str(), ms,
+        ips, m.fig.peak / double(1 << 30), static_cast<long long>(s.repeats));
   }
   return 0;
 }

@@ -127,95 +127,117 @@ int run_train_classifier(const Args& a) {
 
 // ---- eval fd -------------------------------------------------------------------------------
 
-int run_fd(const Args& a) {
-  const auto device = setup_device(a);
-  check(a.has("model") != a.has("samples"), "give exactly one of --model and --samples");
-  check(!a.has("class") || a.has("model"),
-        "--class needs --model (an .npy of samples has no labels)");
-  const auto data = a.str("data");
-  const auto classifier_dir = a.has("classifier") ? a.str("classifier") : default_classifier_dir();
-  if (!classifier_exists(classifier_dir)) {
-    std::cerr << "diffuse: no classifier in " << classifier_dir
+// The classifier in `dir`, trained there first when there is none.
+FmnistClassifier ready_classifier(const std::string& dir, const std::string& data,
+                                  const torch::Device& device) {
+  if (!classifier_exists(dir)) {
+    std::cerr << "diffuse: no classifier in " << dir
               << "; training one now (diffuse eval train-classifier does this alone)\n";
     ClassifierTrainOptions o;
     o.device = device;
     o.data = data;
-    auto t = train_and_save(classifier_dir, o);
+    auto t = train_and_save(dir, o);
     std::cerr << "diffuse: classifier test accuracy " << fixed(100 * t.test_accuracy, 2) << "%\n";
   }
-  auto classifier = load_classifier(classifier_dir, device);
+  return load_classifier(dir, device);
+}
 
+// The cached statistics of `data` under this classifier, computed and cached when they are not.
+ReferenceStats reference_stats(FmnistClassifier& classifier, const std::string& classifier_dir,
+                               const std::string& data) {
   const auto fingerprint = classifier_fingerprint(classifier_dir);
   const auto cache = reference_stats_path(classifier_dir);
-  auto ref_opt = load_reference_stats(cache, fingerprint, data);
-  if (!ref_opt) {
-    std::cerr << "diffuse: computing reference statistics of " << data << " (cached in " << cache
-              << ")\n";
-    ref_opt = compute_reference_stats(classifier, data);
-    ref_opt->fingerprint = fingerprint;
-    try {
-      save_reference_stats(cache, *ref_opt);
-    } catch (const Error& e) {
-      std::cerr << "diffuse: warning: could not cache the statistics: " << e.what() << "\n";
-    }
+  auto ref = load_reference_stats(cache, fingerprint, data);
+  if (ref) return *ref;
+  std::cerr << "diffuse: computing reference statistics of " << data << " (cached in " << cache
+            << ")\n";
+  ref = compute_reference_stats(classifier, data);
+  ref->fingerprint = fingerprint;
+  try {
+    save_reference_stats(cache, *ref);
+  } catch (const Error& e) {
+    std::cerr << "diffuse: warning: could not cache the statistics: " << e.what() << "\n";
   }
-  const auto& ref = *ref_opt;
-  const int64_t data_size = ref.image_size;
+  return *ref;
+}
 
-  torch::Tensor images, labels;
-  nlohmann::json meta = {{"metric", "fd-fmnist"}, {"data", data}, {"classifier", classifier_dir}};
-  std::string spec;
+// The images to score, in the data's size, and where their scores go.
+struct Samples {
+  torch::Tensor images, labels;  // labels: the classes sampled for, when class-conditional
+  std::string spec;              // --model, or empty
   // One file per sampler setting, so a run's eval folder collects a comparison of samplers.
   std::string name = "fd_samples.json";
-  if (a.has("samples")) {
-    images = load_sample_images(a.str("samples"), data_size);
-    meta["samples"] = a.str("samples");
-  } else {
-    spec = a.str("model");
-    auto lm = load_model(spec, device, !a.flag("no-ema"));
-    const auto so = sampler_options(lm.process, a.str("sampler"), a.integer("steps"),
-                                    a.number("eta"), "", a.flag("clip-x0"));
-    GenerateOptions g;
-    g.n = a.integer("n");
-    g.batch = a.integer("batch");
-    g.seed = static_cast<uint64_t>(a.integer("seed"));
-    g.bf16 = autocast_bf16(precision_of(a, device));
-    g.guidance = a.number("guidance");
-    const int64_t classes = num_classes(lm.model->config());
-    if (a.has("class") || classes > 0)
-      labels =
-          cycle_labels(parse_class_list(a.has("class") ? a.str("class") : "all", classes), g.n);
-    g.class_labels = labels;
-    check(g.n >= 2, "--n must be >= 2, got ", g.n);
-    check(g.batch >= 1, "--batch must be >= 1, got ", g.batch);
-    std::cerr << "diffuse: sampling " << g.n << " images from " << lm.description << " (" << so.kind
-              << ", " << so.steps << " steps)\n";
-    auto samples = generate(lm.model, lm.process, so, g, device);
-    if (a.has("save-samples")) {
-      save_npy(a.str("save-samples"), samples);
-      std::cerr << "diffuse: wrote the samples to " << a.str("save-samples") << "\n";
-    }
-    images = samples_to_data_images(samples, data_size);
-    meta["model"] = lm.description;
-    meta["step"] = lm.step;
-    meta["sampler"] = so.kind;
-    meta["steps"] = so.steps;
-    meta["eta"] = so.eta;
-    meta["clip_x0"] = so.clip_x0;
-    name = "fd_" + so.kind + "-" + std::to_string(so.steps) + (so.clip_x0 ? "-clip" : "");
-    if (labels.defined()) {
-      meta["class"] = a.has("class") ? a.str("class") : "all";
-      meta["guidance"] = g.guidance;
-      name += "-class" + (a.has("class") ? a.str("class") : "all") + "-g" + a.str("guidance");
-    }
-    name += ".json";
-    meta["seed"] = g.seed;
-    meta["ema"] = !a.flag("no-ema");
-  }
-  check(images.size(1) == classifier->config().in_channels, "samples have ", images.size(1),
-        " channels, the classifier takes ", classifier->config().in_channels);
-  auto s = score_images(classifier, images, ref.test, a.integer("is-splits"));
+};
 
+Samples samples_from_file(const Args& a, int64_t data_size, nlohmann::json& meta) {
+  Samples out;
+  out.images = load_sample_images(a.str("samples"), data_size);
+  meta["samples"] = a.str("samples");
+  return out;
+}
+
+GenerateOptions fd_generate_options(const Args& a, const torch::Device& device, int64_t classes) {
+  GenerateOptions g;
+  g.n = a.integer("n");
+  g.batch = a.integer("batch");
+  g.seed = static_cast<uint64_t>(a.integer("seed"));
+  g.bf16 = autocast_bf16(precision_of(a, device));
+  g.guidance = a.number("guidance");
+  if (a.has("class") || classes > 0)
+    g.class_labels =
+        cycle_labels(parse_class_list(a.has("class") ? a.str("class") : "all", classes), g.n);
+  check(g.n >= 2, "--n must be >= 2, got ", g.n);
+  check(g.batch >= 1, "--batch must be >= 1, got ", g.batch);
+  return g;
+}
+
+// fd_SAMPLER-STEPS[-clip][-classC-gG].json
+std::string fd_file_name(const Args& a, const SamplerOptions& so, bool class_conditional) {
+  auto name = "fd_" + so.kind + "-" + std::to_string(so.steps) + (so.clip_x0 ? "-clip" : "");
+  if (class_conditional)
+    name += "-class" + (a.has("class") ? a.str("class") : "all") + "-g" + a.str("guidance");
+  return name + ".json";
+}
+
+void describe_sampling(nlohmann::json& meta, const Args& a, const LoadedModel& lm,
+                       const SamplerOptions& so, const GenerateOptions& g) {
+  meta["model"] = lm.description;
+  meta["step"] = lm.step;
+  meta["sampler"] = so.kind;
+  meta["steps"] = so.steps;
+  meta["eta"] = so.eta;
+  meta["clip_x0"] = so.clip_x0;
+  if (g.class_labels.defined()) {
+    meta["class"] = a.has("class") ? a.str("class") : "all";
+    meta["guidance"] = g.guidance;
+  }
+  meta["seed"] = g.seed;
+  meta["ema"] = !a.flag("no-ema");
+}
+
+Samples samples_from_model(const Args& a, const torch::Device& device, int64_t data_size,
+                           nlohmann::json& meta) {
+  Samples out;
+  out.spec = a.str("model");
+  auto lm = load_model(out.spec, device, !a.flag("no-ema"));
+  const auto so = sampler_options(lm.process, a.str("sampler"), a.integer("steps"), a.number("eta"),
+                                  "", a.flag("clip-x0"));
+  const auto g = fd_generate_options(a, device, num_classes(lm.model->config()));
+  out.labels = g.class_labels;
+  std::cerr << "diffuse: sampling " << g.n << " images from " << lm.description << " (" << so.kind
+            << ", " << so.steps << " steps)\n";
+  auto samples = generate(lm.model, lm.process, so, g, device);
+  if (a.has("save-samples")) {
+    save_npy(a.str("save-samples"), samples);
+    std::cerr << "diffuse: wrote the samples to " << a.str("save-samples") << "\n";
+  }
+  out.images = samples_to_data_images(samples, data_size);
+  describe_sampling(meta, a, lm, so, g);
+  out.name = fd_file_name(a, so, out.labels.defined());
+  return out;
+}
+
+void print_scores(const SampleScores& s, const ReferenceStats& ref) {
   std::cout << "FD-FMNIST: " << fixed(s.fd, 3) << "   IS-FMNIST: " << fixed(s.is.mean, 3) << " +- "
             << fixed(s.is.std, 3) << "   (" << s.n << " images)\n"
             << "reference points (same classifier, " << ref.n_test << " images each):\n"
@@ -227,15 +249,18 @@ int run_fd(const Args& a) {
             << "(FD-FMNIST is not FID: it uses this classifier's features, not Inception's";
   if (s.n != ref.n_test) std::cout << "; it is biased upward at small N, so compare at equal N";
   std::cout << ")\n";
-  if (labels.defined()) {
-    // How often the classifier sees the class that was asked for (chance: 1 / classes).
-    auto predicted = classify(classifier, images).probs.argmax(1);
-    const double accuracy = predicted.eq(labels).to(torch::kFloat64).mean().item<double>();
-    std::cout << "class accuracy: " << fixed(100 * accuracy, 2)
-              << "% of the samples are classified as the class they were sampled for\n";
-    meta["class_accuracy"] = accuracy;
-  }
+}
 
+// How often the classifier sees the class that was asked for (chance: 1 / classes).
+double class_accuracy(FmnistClassifier& classifier, const Samples& samples) {
+  auto predicted = classify(classifier, samples.images).probs.argmax(1);
+  const double accuracy = predicted.eq(samples.labels).to(torch::kFloat64).mean().item<double>();
+  std::cout << "class accuracy: " << fixed(100 * accuracy, 2)
+            << "% of the samples are classified as the class they were sampled for\n";
+  return accuracy;
+}
+
+void record_scores(nlohmann::json& meta, const SampleScores& s, const ReferenceStats& ref) {
   meta["fd_fmnist"] = s.fd;
   meta["is_fmnist"] = s.is.mean;
   meta["is_fmnist_std"] = s.is.std;
@@ -247,10 +272,33 @@ int run_fd(const Args& a) {
                        {"is_fmnist_blur", ref.is_blur.mean},
                        {"blur_sigma", ref.blur_sigma},
                        {"n", ref.n_test}};
-  const auto out = out_dir_for(a, spec);
+}
+
+int run_fd(const Args& a) {
+  const auto device = setup_device(a);
+  check(a.has("model") != a.has("samples"), "give exactly one of --model and --samples");
+  check(!a.has("class") || a.has("model"),
+        "--class needs --model (an .npy of samples has no labels)");
+  const auto data = a.str("data");
+  const auto classifier_dir = a.has("classifier") ? a.str("classifier") : default_classifier_dir();
+  auto classifier = ready_classifier(classifier_dir, data, device);
+  const auto ref = reference_stats(classifier, classifier_dir, data);
+
+  nlohmann::json meta = {{"metric", "fd-fmnist"}, {"data", data}, {"classifier", classifier_dir}};
+  const auto samples = a.has("samples") ? samples_from_file(a, ref.image_size, meta)
+                                        : samples_from_model(a, device, ref.image_size, meta);
+  check(samples.images.size(1) == classifier->config().in_channels, "samples have ",
+        samples.images.size(1), " channels, the classifier takes ",
+        classifier->config().in_channels);
+  auto s = score_images(classifier, samples.images, ref.test, a.integer("is-splits"));
+  print_scores(s, ref);
+  if (samples.labels.defined()) meta["class_accuracy"] = class_accuracy(classifier, samples);
+
+  record_scores(meta, s, ref);
+  const auto out = out_dir_for(a, samples.spec);
   fs::create_directories(out);
-  write_file_atomic((fs::path(out) / name).string(), meta.dump(2) + "\n");
-  std::cerr << "diffuse: wrote " << out << "/" << name << "\n";
+  write_file_atomic((fs::path(out) / samples.name).string(), meta.dump(2) + "\n");
+  std::cerr << "diffuse: wrote " << out << "/" << samples.name << "\n";
   return 0;
 }
 
