@@ -3,11 +3,13 @@
 // reason printed, where there is none).
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <functional>
 
 #include "diffuse/core/compat.h"
 #include "diffuse/core/filesystem.h"
+#include "diffuse/io/atomic_file.h"
 #include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/pipeline/cuda_graph.h"
@@ -48,6 +50,25 @@ TrainConfig synthetic_config(const std::string& name, const std::string& device)
   c.device = device;
   c.precision = "fp32";
   return c;
+}
+
+// An idx3 images file of n tiny-test-sized random images with an idx1 labels file beside it
+// (label i = i mod 3): class-conditional runs need labels, which --data synthetic has not.
+std::string labelled_images(const std::string& dir, int64_t n) {
+  const int64_t size = preset_config("tiny-test").sample_size;
+  fs::create_directories(dir);
+  auto be32 = [](std::string& b, int64_t v) {
+    for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<char>((v >> s) & 0xff));
+  };
+  std::string images = {0, 0, 8, 3}, labels = {0, 0, 8, 1};
+  for (int64_t d : {n, size, size}) be32(images, d);
+  be32(labels, n);
+  auto pixels = diffuse::testing::random_bytes({n, size, size}, 11).contiguous();
+  images.append(reinterpret_cast<const char*>(pixels.data_ptr<uint8_t>()), pixels.numel());
+  for (int64_t i = 0; i < n; ++i) labels.push_back(static_cast<char>(i % 3));
+  write_file_atomic(dir + "/images-idx3-ubyte", images);
+  write_file_atomic(dir + "/labels-idx1-ubyte", labels);
+  return "idx:" + dir + "/images-idx3-ubyte";
 }
 
 std::vector<torch::Tensor> params_of(torch::nn::Module& m) {
@@ -301,7 +322,7 @@ void expect_graph_matches_eager(const GraphCase& g) {
 #endif
     EXPECT_EQ(torch::ones({1000}, torch::kCUDA).sum().item<double>(), 1000.0);
   } else {
-    EXPECT_EQ(err.find("warning"), std::string::npos) << err;
+    EXPECT_EQ(err.find("diffuse: warning"), std::string::npos) << err;
   }
   EXPECT_EQ(graphed.step(), steps);
   // Adam moves each weight by about lr per step: a graph that missed an input, the learning
@@ -313,8 +334,40 @@ void expect_graph_matches_eager(const GraphCase& g) {
             g.weight_tol * scale);
   EXPECT_GT(mean_abs_diff(params_of(*graphed.model()), params_of(*graphed.ema_model())), 0);
   set_fused_group_norm(false);
-  remove_tree(eager_cfg.out);
-  remove_tree(graph_cfg.out);
+  for (const auto* c : {&eager_cfg, &graph_cfg}) {
+    remove_tree(c->out);
+    remove_tree(c->out + "_data");
+  }
+}
+
+GraphCase sampler_case() {
+  GraphCase g;
+  // T = 4 fills the sampler's history within the 7 steps.
+  g.tweak = [](TrainConfig& c) {
+    c.timestep_sampler = "loss-second-moment";
+    c.schedule = "cosine";  // the linear schedule's 1000/T scaling needs T > 20
+    c.timesteps = c.sample_steps = 4;
+  };
+  return g;
+}
+
+GraphCase hybrid_case() {
+  GraphCase g;
+  g.tweak = [](TrainConfig& c) {
+    c.variance = "learned-range";
+    c.loss = "hybrid";
+  };
+  return g;
+}
+
+GraphCase class_cond_case() {
+  GraphCase g;
+  g.tweak = [](TrainConfig& c) {
+    c.data = labelled_images(c.out + "_data", 32);
+    c.class_cond = true;
+    c.label_dropout = 0.5;
+  };
+  return g;
 }
 
 GraphCase bf16_case(bool fused) {
@@ -351,34 +404,39 @@ TEST(GraphedTrainStepGpu, MatchesEagerStepsInBf16ChannelsLastFused) {
 // The sampler's weights are an input of the graphed step and its history is fed from the step's
 // per-sample losses; T = 4 fills the history within the 7 steps.
 TEST(GraphedTrainStepGpu, MatchesEagerStepsWithTheLossSecondMomentSampler) {
-  GraphCase g;
-  g.tweak = [](TrainConfig& c) {
-    c.timestep_sampler = "loss-second-moment";
-    c.schedule = "cosine";  // the linear schedule's 1000/T scaling needs T > 20
-    c.timesteps = c.sample_steps = 4;
-  };
-  expect_graph_matches_eager(g);
+  expect_graph_matches_eager(sampler_case());
 }
 
 // L_simple + 0.001 L_vlb: the variational term's posterior gathers and logs run in the graph.
 TEST(GraphedTrainStepGpu, MatchesEagerStepsWithTheHybridLoss) {
-  GraphCase g;
-  g.tweak = [](TrainConfig& c) {
-    c.variance = "learned-range";
-    c.loss = "hybrid";
-  };
-  expect_graph_matches_eager(g);
+  expect_graph_matches_eager(hybrid_case());
 }
 
 // Labels (with dropout to the null class) are a step input; the U-Net checks their range only
 // on the CPU, so the forward has no host sync to break the capture.
 TEST(GraphedTrainStepGpu, MatchesEagerStepsClassConditional) {
-  GraphCase g;
-  g.tweak = [](TrainConfig& c) {
-    c.class_cond = true;
-    c.label_dropout = 0.5;
-  };
-  expect_graph_matches_eager(g);
+  expect_graph_matches_eager(class_cond_case());
+}
+
+// The GPU cases' configurations, run on the CPU (where --cuda-graph changes nothing): a case
+// that cannot even build its trainer fails here, not in a GPU slot.
+TEST(GraphPieces, EveryGpuCaseConfiguresAndStepsOnTheCpu) {
+  const std::vector<std::pair<std::string, GraphCase>> cases = {{"bf16", bf16_case(true)},
+                                                                {"sampler", sampler_case()},
+                                                                {"hybrid", hybrid_case()},
+                                                                {"class_cond", class_cond_case()}};
+  for (const auto& [name, g] : cases) {
+    auto c = synthetic_config("cpu_case_" + name, "cpu");
+    c.cuda_graph = true;
+    c.batch = 2;
+    g.tweak(c);
+    if (c.precision == "bf16") c.precision = "fp32";  // the CPU computes in float32 only
+    Trainer t(c);
+    EXPECT_TRUE(std::isfinite(t.train_step().item<double>())) << name;
+    EXPECT_FALSE(t.step_captured()) << name;
+    remove_tree(c.out);
+    remove_tree(c.out + "_data");
+  }
 }
 
 // A diffuse::Error thrown inside the capture (as a failed launch check would): the capture is
