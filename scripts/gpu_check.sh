@@ -28,8 +28,10 @@
 #   without a GPU the preflight refuses in 0.04 s ("no nvidia-smi: this is not a GPU machine");
 #   DIFFUSE_GPU_CHECK_DRY=1: 56 s in all: torch prefix 12 s, the 7 .debs unpacked 2 s, configure
 #   against them 28 s, the six GPU test filters' skip paths 14 s, the verdict < 1 s.
-#   Not timed here: a cold build (this machine's incremental rebuild of the touched targets alone
-#   took 9.5 min at -j2 under that load: 2 min 35 s of CPU).
+#   A cold build was not run here; its parts were, without ccache: the precompiled header 53 s
+#   of CPU (serial, before every other object), models/unet.cpp 16 s of CPU; the targets built
+#   are 80 compiles and one nvcc. At 16 cores that reads as about 1 min for the header plus
+#   80 x ~16 s / 16 = ~1.5 min, so ~3 min of the 8, leaving ~4 min for the tests and the bench.
 set -uo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 start=$(date +%s)
