@@ -242,7 +242,12 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir,
   }
   auto cfg = TrainConfig::from_json(j, cfg_path);
   cfg.out = run_dir;
+  const int64_t made_for = cfg.steps;
   if (override_cfg) override_cfg(cfg);
+  if (cfg.steps != made_for && cfg.lr_schedule != "constant" && env.rank == 0)
+    std::cerr << "diffuse: warning: --steps " << cfg.steps << " moves the end of the "
+              << cfg.lr_schedule << " learning-rate schedule from step " << made_for
+              << ": the rate follows the new budget from here on\n";
   std::vector<std::string> warnings;
   auto ck = load_latest_checkpoint(run_dir, &warnings);
   if (env.rank == 0)
