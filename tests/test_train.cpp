@@ -587,7 +587,7 @@ TEST(Trainer, OldRunResumesWithItsOwnRecipe) {
 }
 
 // With --time-limit before --steps the schedule ends with the time: the rate is near its base at
-// the first log line and near 0 after the last step.
+// the first log line and near 0 after the last step, and stays there on resume.
 TEST(Trainer, LrScheduleEndsAtTheTimeLimit) {
   const auto dir = temp_dir("lr_time");
   const auto size = model_config_from_spec("tiny-test").sample_size;
@@ -608,6 +608,11 @@ TEST(Trainer, LrScheduleEndsAtTheTimeLimit) {
   for (size_t i = 1; i < lrs.size(); ++i) EXPECT_LE(lrs[i], lrs[i - 1]) << i;
   EXPECT_LT(lrs.back(), 0.05 * cfg.lr);
   EXPECT_LT(t.next_lr(), 1e-6 * cfg.lr);
+  // The spent budget is in the checkpoint: resumed without a time limit, the schedule stays at
+  // its end instead of starting over at step / steps = 0.
+  auto resumed = Trainer::resume(cfg.out, [](TrainConfig& c) { c.time_limit = 0; });
+  EXPECT_EQ(resumed->step(), t.step());
+  EXPECT_LT(resumed->next_lr(), 1e-6 * cfg.lr);
   remove_tree(dir);
 }
 

@@ -7,6 +7,10 @@
 
 namespace diffuse {
 
+namespace {
+constexpr double kPi = 3.14159265358979323846;
+}  // namespace
+
 LrScheduleKind parse_lr_schedule(const std::string& name) {
   if (name == "constant") return LrScheduleKind::Constant;
   if (name == "cosine") return LrScheduleKind::Cosine;
@@ -25,7 +29,7 @@ double LrSchedule::lr(int64_t step, double time_fraction) const {
       warmup > 0 ? std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup)) : 1.0;
   const double p = progress(step, time_fraction);
   double m = 1.0;
-  if (kind == LrScheduleKind::Cosine) m = 0.5 * (1.0 + std::cos(M_PI * p));
+  if (kind == LrScheduleKind::Cosine) m = 0.5 * (1.0 + std::cos(kPi * p));
   if (kind == LrScheduleKind::Wsd && p > 1.0 - decay_fraction) m = (1.0 - p) / decay_fraction;
   return base_lr * w * m;
 }
