@@ -18,5 +18,6 @@ Command eval_fd_command();
 Command report_command();
 Command bench_command();
 Command info_command();
+Command ema_command();
 
 }  // namespace diffuse::cli

@@ -228,11 +228,37 @@ TEST_F(Cli, ClassConditionalTrainAndGuidedSampling) {
   EXPECT_NE(r.output.find("--loss-weighting"), std::string::npos) << r.output;
 }
 
+// The recipe's options end to end: a run with a wsd schedule, logit-normal t and power EMAs
+// records them, and `diffuse ema` turns its snapshots into a model that `diffuse sample` reads.
+TEST_F(Cli, RecipeOptionsAndPosthocEma) {
+  const auto run_dir = root_ + "/recipe";
+  auto r = run("train --data synthetic --model tiny-test --steps 6 --batch 4 --warmup 0 " +
+               std::string("--lr-schedule wsd --lr-decay-fraction 0.5 --timestep-sampler ") +
+               "logit-normal --ema-power 0.05,0.10 --ema-snapshot-every 2 --sample-every 0 " +
+               "--ckpt-every 0 --out " + run_dir + " --device cpu --threads 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto cfg = nlohmann::json::parse(read_file(run_dir + "/config.json"));
+  EXPECT_EQ(cfg.at("lr_schedule"), "wsd");
+  EXPECT_EQ(cfg.at("timestep_sampler"), "logit-normal");
+  EXPECT_EQ(cfg.at("ema_power"), "0.05,0.10");
+  r = run("ema --run " + run_dir + " --sigma-rel 0.07 --out " + root_ + "/posthoc");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("from 6 snapshots"), std::string::npos) << r.output;
+  r = run("sample --model " + root_ + "/posthoc --steps 2 --n 2 --out " + root_ +
+          "/posthoc.png --device cpu --threads 1");
+  EXPECT_EQ(r.status, 0) << r.output;
+  r = run("ema --run " + root_ + "/none --sigma-rel 0.07 --out " + root_ + "/nothing");
+  EXPECT_EQ(r.status, 2);
+  r = run("train --resume " + run_dir + " --lr-schedule cosine");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--lr-schedule cannot change"), std::string::npos) << r.output;
+}
+
 TEST_F(Cli, HelpDocumentsEveryCommand) {
   auto r = run("--help");
   EXPECT_EQ(r.status, 0);
-  for (const auto* cmd :
-       {"train", "sample", "encode", "interpolate", "eval nll", "eval fd", "report", "bench"}) {
+  for (const auto* cmd : {"train", "sample", "encode", "interpolate", "eval nll", "eval fd",
+                          "report", "bench", "ema"}) {
     EXPECT_NE(r.output.find(cmd), std::string::npos) << cmd;
     auto h = run(std::string(cmd) + " --help");
     EXPECT_EQ(h.status, 0) << cmd;

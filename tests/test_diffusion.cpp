@@ -369,6 +369,102 @@ TEST(TimestepSampler, UniformAndLossAware) {
   EXPECT_THROW(make_timestep_sampler("fancy", 10), Error);
 }
 
+namespace {
+
+double normal_cdf(double x) {
+  return 0.5 * std::erfc(-x / std::sqrt(2.0));
+}
+
+// P(t = k) of the logit-normal sampler: the normal mass of logit(t/T) over [logit(k/T),
+// logit((k+1)/T)), the ends open.
+std::vector<double> logit_normal_pmf(int64_t T, double m, double s) {
+  auto cdf = [&](int64_t k) {
+    if (k <= 0) return 0.0;
+    if (k >= T) return 1.0;
+    const double u = static_cast<double>(k) / T;
+    return normal_cdf((std::log(u / (1 - u)) - m) / s);
+  };
+  std::vector<double> p(T);
+  for (int64_t k = 0; k < T; ++k) p[k] = cdf(k + 1) - cdf(k);
+  return p;
+}
+
+// Pearson's statistic of the counts of t against pmf.
+double chi_square(const torch::Tensor& t, const std::vector<double>& pmf) {
+  auto counts = torch::bincount(t, {}, static_cast<int64_t>(pmf.size())).to(torch::kFloat64);
+  const double n = static_cast<double>(t.numel());
+  double x2 = 0;
+  for (size_t k = 0; k < pmf.size(); ++k) {
+    const double e = n * pmf[k], o = counts[static_cast<int64_t>(k)].item<double>();
+    x2 += (o - e) * (o - e) / e;
+  }
+  return x2;
+}
+
+// Kolmogorov-Smirnov distance of the draws of t from the CDF of pmf.
+double ks_distance(const torch::Tensor& t, const std::vector<double>& pmf) {
+  auto counts = torch::bincount(t, {}, static_cast<int64_t>(pmf.size())).to(torch::kFloat64);
+  const double n = static_cast<double>(t.numel());
+  double emp = 0, cdf = 0, d = 0;
+  for (size_t k = 0; k < pmf.size(); ++k) {
+    emp += counts[static_cast<int64_t>(k)].item<double>() / n;
+    cdf += pmf[k];
+    d = std::max(d, std::abs(emp - cdf));
+  }
+  return d;
+}
+
+}  // namespace
+
+// Monte Carlo against the density, fixed seed. Logit-normal, T = 20, 200,000 draws: Pearson's
+// chi-square with 19 degrees of freedom stays below 43.82, its 99.9% quantile; against the
+// density of a neighbouring m the same draws are far above it (the test can tell).
+TEST(TimestepSampler, LogitNormalMatchesItsDensity) {
+  auto gen = at::detail::createCPUGenerator(11);
+  const int64_t T = 20, n = 200000;
+  auto sampler = make_timestep_sampler("logit-normal", T, {0.3, 1.2, {}});
+  auto draw = sampler->sample(n, torch::kCPU, gen);
+  EXPECT_EQ(draw.t.min().item<int64_t>(), 0);
+  EXPECT_EQ(draw.t.max().item<int64_t>(), T - 1);
+  EXPECT_TRUE(torch::equal(draw.weights, torch::ones({n})));  // no reweighting (SD3, diffusers)
+  EXPECT_LT(chi_square(draw.t, logit_normal_pmf(T, 0.3, 1.2)), 43.82);
+  EXPECT_GT(chi_square(draw.t, logit_normal_pmf(T, 0.2, 1.2)), 43.82);
+  EXPECT_GT(chi_square(draw.t, logit_normal_pmf(T, 0.3, 1.0)), 43.82);
+  EXPECT_THROW(make_timestep_sampler("logit-normal", T, {0.0, 0.0, {}}), Error);
+}
+
+// EDM's log-normal noise levels on DDPM's linear schedule (T = 1000), P_mean -1.2, P_std 1.2:
+// P(t = k) is the normal mass of ln sigma over the cell of ln sigma_k, sigma_k =
+// sqrt((1 - abar_k) / abar_k), with edges at the midpoints. 200,000 draws: the Kolmogorov-Smirnov
+// distance stays below 1.95 / sqrt(n), the 99.9% critical value (conservative for a discrete
+// law), and exceeds it against P_mean -1.1.
+TEST(TimestepSampler, EdmLogNormalMatchesItsDensity) {
+  auto gen = at::detail::createCPUGenerator(12);
+  const auto sch = Schedule::by_name("linear", 1000);
+  const int64_t T = sch.num_timesteps(), n = 200000;
+  auto pmf = [&](double m, double s) {
+    std::vector<double> edge;
+    for (int64_t k = 0; k + 1 < T; ++k) {
+      const double a0 = sch.alphas_cumprod[k], a1 = sch.alphas_cumprod[k + 1];
+      edge.push_back(0.25 * (std::log((1 - a0) / a0) + std::log((1 - a1) / a1)));
+    }
+    std::vector<double> p(T);
+    for (int64_t k = 0; k < T; ++k)
+      p[k] = (k + 1 < T ? normal_cdf((edge[k] - m) / s) : 1.0) -
+             (k > 0 ? normal_cdf((edge[k - 1] - m) / s) : 0.0);
+    return p;
+  };
+  auto sampler = make_timestep_sampler("edm-log-normal", T, {-1.2, 1.2, sch.alphas_cumprod});
+  auto draw = sampler->sample(n, torch::kCPU, gen);
+  const double critical = 1.95 / std::sqrt(static_cast<double>(n));
+  EXPECT_LT(ks_distance(draw.t, pmf(-1.2, 1.2)), critical);
+  EXPECT_GT(ks_distance(draw.t, pmf(-1.1, 1.2)), critical);
+  // The median draw: sigma = exp(-1.2) = 0.301 is abar = 1 / (1 + sigma^2) = 0.917, which the
+  // linear schedule (beta from 1e-4 to 0.02) passes between t = 87 and 88.
+  EXPECT_NEAR(draw.t.to(torch::kFloat64).median().item<double>(), 87.5, 1);
+  EXPECT_THROW(make_timestep_sampler("edm-log-normal", T, {-1.2, 1.2, {}}), Error);
+}
+
 TEST(GaussianDiffusion, ExtractGathersPerSampleOnTheInputDtype) {
   auto sch = Schedule::linear(1000);
   GaussianDiffusion d(sch);

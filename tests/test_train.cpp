@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
 #include <set>
 #include <type_traits>
 #include <variant>
@@ -22,6 +23,8 @@
 #include "diffuse/pipeline/load_model.h"
 #include "diffuse/train/adamw.h"
 #include "diffuse/train/ema.h"
+#include "diffuse/train/lr_schedule.h"
+#include "diffuse/train/power_ema.h"
 #include "diffuse/train/trainer.h"
 #include "support.h"
 
@@ -139,9 +142,44 @@ TEST(AdamW, ClipsOnTheDeviceAndRoundTripsState) {
     EXPECT_NE(std::string(e.what()).find("exp_avg.q"), std::string::npos);
     EXPECT_NE(std::string(e.what()).find("opt.safetensors"), std::string::npos);
   }
-  EXPECT_DOUBLE_EQ(warmup_lr(1.0, 0, 4), 0.25);
-  EXPECT_DOUBLE_EQ(warmup_lr(1.0, 3, 4), 1.0);
-  EXPECT_DOUBLE_EQ(warmup_lr(1.0, 100, 4), 1.0);
+}
+
+// The closed forms of lr_schedule.h at points worked out by hand: cos(pi/4) = sqrt(2)/2.
+TEST(LrSchedule, MatchesTheClosedForms) {
+  LrSchedule warm{LrScheduleKind::Constant, 1.0, 4, 100, 0.2};
+  EXPECT_DOUBLE_EQ(warm.lr(0), 0.25);
+  EXPECT_DOUBLE_EQ(warm.lr(3), 1.0);
+  EXPECT_DOUBLE_EQ(warm.lr(99), 1.0);
+  LrSchedule cosine{LrScheduleKind::Cosine, 2.0, 0, 100, 0.2};
+  EXPECT_DOUBLE_EQ(cosine.lr(0), 2.0);
+  EXPECT_NEAR(cosine.lr(25), 1.0 + std::sqrt(0.5), 1e-12);
+  EXPECT_NEAR(cosine.lr(50), 1.0, 1e-12);
+  EXPECT_NEAR(cosine.lr(75), 1.0 - std::sqrt(0.5), 1e-12);
+  EXPECT_NEAR(cosine.lr(100), 0.0, 1e-12);
+  // Warmup multiplies the decay: step 1 of 10 warmup steps at p = 0.5.
+  LrSchedule both{LrScheduleKind::Cosine, 1.0, 10, 2, 0.2};
+  EXPECT_NEAR(both.lr(1), 0.2 * 0.5, 1e-12);
+  LrSchedule wsd{LrScheduleKind::Wsd, 1.0, 0, 100, 0.2};
+  EXPECT_DOUBLE_EQ(wsd.lr(0), 1.0);
+  EXPECT_DOUBLE_EQ(wsd.lr(70), 1.0);
+  EXPECT_NEAR(wsd.lr(90), 0.5, 1e-12);
+  EXPECT_NEAR(wsd.lr(95), 0.25, 1e-12);
+  EXPECT_NEAR(wsd.lr(100), 0.0, 1e-12);
+  // The time budget, when it is spent faster than the steps, sets the progress.
+  LrSchedule long_run{LrScheduleKind::Cosine, 1.0, 0, 1000000, 0.2};
+  EXPECT_NEAR(long_run.lr(10, 0.5), 0.5, 1e-12);
+  EXPECT_NEAR(long_run.lr(10, 1.0), 0.0, 1e-12);
+  EXPECT_NEAR(LrSchedule({LrScheduleKind::Wsd, 1.0, 0, 1000000, 0.2}).lr(10, 0.9), 0.5, 1e-12);
+  EXPECT_NEAR(long_run.progress(500000, 0.25), 0.5, 1e-15);  // max(step / steps, time)
+  try {
+    parse_lr_schedule("linear");
+    FAIL() << "unknown schedule accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--lr-schedule"), std::string::npos) << e.what();
+  }
+  TrainConfig c;
+  c.lr_decay_fraction = 0;
+  EXPECT_THROW(c.validate(), Error);
 }
 
 TEST(Ema, FollowsTheFormula) {
@@ -158,6 +196,126 @@ TEST(Ema, FollowsTheFormula) {
   EXPECT_NEAR(shadow->weight[0][0].item<double>(), 0.1, 1e-7);
   ema.update(1000);
   EXPECT_NEAR(shadow->weight[0][0].item<double>(), 0.9 * 0.1 + 0.1, 1e-7);
+}
+
+namespace {
+
+// The weight of iterate tau (1-based) in a power-function EMA of gamma after t updates, written
+// from EDM2's closed form: (tau^(gamma+1) - (tau-1)^(gamma+1)) / t^(gamma+1), 0 after t.
+torch::Tensor power_ema_weights(int64_t t, double gamma, int64_t length) {
+  auto w = torch::zeros({length}, torch::kFloat64);
+  for (int64_t tau = 1; tau <= t; ++tau)
+    w[tau - 1] = (std::pow(tau, gamma + 1) - std::pow(tau - 1, gamma + 1)) / std::pow(t, gamma + 1);
+  return w;
+}
+
+}  // namespace
+
+// Running beta_t = (1 - 1/t)^(gamma+1) over one-hot iterates (theta_tau = e_tau) leaves in the
+// average each iterate's weight, which must be the closed form.
+TEST(PowerEma, UpdatesGiveTheClosedFormWeights) {
+  // EDM2's two profiles: sigma_rel 0.05 and 0.10 are gamma 16.97 and 6.94.
+  EXPECT_NEAR(sigma_rel_to_gamma(0.05), 16.97, 0.01);
+  EXPECT_NEAR(sigma_rel_to_gamma(0.10), 6.94, 0.01);
+  EXPECT_NEAR(gamma_to_sigma_rel(sigma_rel_to_gamma(0.2)), 0.2, 1e-12);
+  const int64_t T = 300;
+  for (double gamma : {0.0, 6.94, 16.97}) {
+    auto avg = torch::zeros({T}, torch::kFloat64);
+    for (int64_t t = 1; t <= T; ++t) {
+      const double beta = power_ema_beta(t, gamma);
+      avg = beta * avg + (1 - beta) * torch::eye(T, torch::kFloat64)[t - 1];
+    }
+    EXPECT_TRUE(torch::allclose(avg, power_ema_weights(T, gamma, T), 1e-9, 1e-14)) << gamma;
+  }
+  EXPECT_DOUBLE_EQ(power_ema_beta(1, 6.94), 0.0);  // the first update takes the iterate
+  EXPECT_THROW(sigma_rel_to_gamma(0.5), Error);
+}
+
+// Post-hoc EMA: snapshots of gamma 16.97 and 6.94 every 20 of 400 updates, written as a run writes
+// them, reconstruct by least squares the weights of other profiles at the end: one in between
+// (sigma_rel 0.075) and one of the snapshots' own. Each snapshot holds its closed-form weight
+// vector over the 400 iterates, so the reconstruction is a weight vector to compare. Measured
+// relative L2 errors: 0.0022 (sigma_rel 0.075) and 3e-8 (gamma 6.94, float32 rounding).
+TEST(PowerEma, ReconstructsOtherProfilesFromSnapshots) {
+  const auto dir = temp_dir("posthoc");
+  const int64_t T = 400;
+  size_t index = 0;
+  for (double gamma : {16.97, 6.94}) {
+    for (int64_t t = 20; t <= T; t += 20)
+      save_power_ema_snapshot(power_ema_snapshot_path(dir, t, index),
+                              {{"w", power_ema_weights(t, gamma, T)}},
+                              {static_cast<double>(t), gamma});
+    ++index;
+  }
+  auto error = [&](double sigma_rel) {
+    auto r = posthoc_ema(dir, sigma_rel, T);
+    EXPECT_EQ(r.snapshots.size(), 40u);
+    auto want = power_ema_weights(T, sigma_rel_to_gamma(sigma_rel), T);
+    return ((r.weights.at("w").to(torch::kFloat64) - want).norm() / want.norm()).item<double>();
+  };
+  const double between = error(0.075), own = error(gamma_to_sigma_rel(6.94));
+  std::cout << "relative L2 error: sigma_rel 0.075 " << between << ", gamma 6.94 " << own << "\n";
+  EXPECT_LT(between, 0.01);
+  EXPECT_LT(own, 1e-5);
+  // At t = 200 only the first 10 snapshots of each profile count.
+  EXPECT_EQ(posthoc_ema(dir, 0.075, 200).snapshots.size(), 20u);
+  EXPECT_THROW(posthoc_ema(dir + "/none", 0.075), Error);
+  EXPECT_THROW(parse_sigma_rels("0.05,x"), Error);
+  EXPECT_EQ(parse_sigma_rels("0.05,0.10"), (std::vector<double>{0.05, 0.10}));
+  remove_tree(dir);
+}
+
+// The trainer's power-function EMAs after 12 steps are the closed-form weighted averages of the
+// 12 iterates, and the post-hoc reconstruction of one of them from the run's snapshots is that one.
+TEST(Trainer, PowerEmaIsTheClosedFormAverageOfTheIterates) {
+  const auto dir = temp_dir("power_ema");
+  const auto images = write_idx_images(dir, 16, model_config_from_spec("tiny-test").sample_size, 4);
+  auto cfg = tiny_config(dir + "/run", images, 12);
+  cfg.ema_power = "0.10,0.20";
+  cfg.ema_snapshot_every = 4;
+  cfg.dropout = 0.1;  // draws from the generator the power EMAs must leave alone
+  Trainer t(cfg);
+  std::vector<torch::Tensor> iterates;  // flattened parameters after each step
+  for (int64_t k = 0; k < 12; ++k) {
+    t.train_step();
+    iterates.push_back(torch::cat(
+                           [&] {
+                             std::vector<torch::Tensor> v;
+                             for (const auto& p : t.model()->parameters())
+                               v.push_back(p.detach().flatten());
+                             return v;
+                           }(),
+                           0)
+                           .to(torch::kFloat64));
+  }
+  const std::vector<double> sigma_rels{0.10, 0.20};
+  for (size_t i = 0; i < sigma_rels.size(); ++i) {
+    auto w = power_ema_weights(12, sigma_rel_to_gamma(sigma_rels[i]), 12);
+    auto want = torch::zeros_like(iterates[0]);
+    for (int64_t k = 0; k < 12; ++k) want += w[k].item<double>() * iterates[k];
+    std::vector<torch::Tensor> got;
+    for (const auto& p : t.power_ema_models()[i]->parameters()) got.push_back(p.detach().flatten());
+    EXPECT_TRUE(torch::allclose(torch::cat(got, 0).to(torch::kFloat64), want, 1e-5, 1e-6)) << i;
+  }
+  // The same recipe through run(): snapshots at steps 4, 8, 12, and sigma_rel 0.10 reconstructed
+  // at step 12 is the trainer's own shadow.
+  auto cfg2 = cfg;
+  cfg2.out = dir + "/run2";
+  Trainer t2(cfg2);
+  t2.run(false);
+  auto r = posthoc_ema(cfg2.out, 0.10, 12);
+  EXPECT_EQ(r.snapshots.size(), 6u);
+  // Keeping power EMAs does not change the training itself.
+  auto plain = cfg;
+  plain.out = dir + "/plain";
+  plain.ema_power = "";
+  Trainer t3(plain);
+  t3.run(false);
+  expect_same_weights(state_dict(*t2.model()), state_dict(*t3.model()));
+  auto own = state_dict(*t2.power_ema_models()[0]);
+  for (const auto& [name, v] : own)
+    EXPECT_TRUE(torch::allclose(r.weights.at(name), v, 1e-4, 1e-5)) << name;
+  remove_tree(dir);
 }
 
 // Flips were on by default and put every mirrored Fashion-MNIST shoe out of distribution
@@ -264,13 +422,20 @@ TEST(TrainConfig, EveryFieldHasOneRowAndRoundTrips) {
   auto old = defaults.to_json();
   old.erase("adam_beta2");
   EXPECT_EQ(TrainConfig::from_json(old, "old.json").adam_beta2, 0.999);
+  // A field with a legacy value reads it when its key is missing, whatever today's default.
+  for (const auto& f : train_fields()) {
+    if (f.legacy.is_null()) continue;
+    auto j = defaults.to_json();
+    j.erase(f.key());
+    EXPECT_EQ(TrainConfig::from_json(j, "old.json").to_json().at(f.key()), f.legacy) << f.key();
+  }
 }
 
 namespace {
 
 // A run of 2n steps against n steps, a resume and n more, with dropout in the network and the
-// loss-second-moment sampler on a short cosine process (T = 4, so its 10-loss history per t fills within
-// the first half and the draws stop being uniform before the checkpoint).
+// loss-second-moment sampler on a short cosine process (T = 4, so its 10-loss history per t fills
+// within the first half and the draws stop being uniform before the checkpoint).
 struct ResumePair {
   std::unique_ptr<Trainer> straight, resumed;
   std::vector<double> probabilities_at_split;
@@ -336,6 +501,119 @@ TEST(TrainerGpu, ResumeKeepsTheCudaDropoutStream) {
     n += v.numel();
   }
   EXPECT_LT(sum / n, 1e-3 * 1e-3 * 12);
+}
+
+namespace {
+
+// A run of 24 steps that checkpoints at step 12, against a copy of its folder as an interruption
+// at step 12 would leave it (the step-24 checkpoint removed) resumed to the end. `edit_config`
+// may rewrite the copy's config.json first, as an older diffuse would have written it.
+struct ScheduledResume {
+  std::unique_ptr<Trainer> straight, resumed;
+  double lr_at_resume = 0;
+};
+
+ScheduledResume resume_from_the_middle(const std::string& name,
+                                       const std::function<void(TrainConfig&)>& recipe,
+                                       const std::function<void(nlohmann::json&)>& edit_config) {
+  const auto dir = temp_dir(name);
+  const auto size = model_config_from_spec("tiny-test").sample_size;
+  const auto images = write_idx_images(dir, 24, size, 1);
+  auto cfg = tiny_config(dir + "/straight", images, 24);
+  cfg.ckpt_every = 12;
+  cfg.dropout = 0.1;
+  recipe(cfg);
+  ScheduledResume r;
+  r.straight = std::make_unique<Trainer>(cfg);
+  r.straight->run(false);
+  fs::copy(dir + "/straight", dir + "/split", fs::copy_options::recursive);
+  remove_tree(dir + "/split/checkpoints/" + checkpoint_dir_name(24));
+  if (edit_config) {
+    auto j = nlohmann::json::parse(read_file(dir + "/split/config.json"));
+    edit_config(j);
+    write_file_atomic(dir + "/split/config.json", j.dump(2));
+  }
+  r.resumed = Trainer::resume(dir + "/split", nullptr);
+  EXPECT_EQ(r.resumed->step(), 12);
+  r.lr_at_resume = r.resumed->next_lr();
+  r.resumed->run(false);
+  return r;
+}
+
+}  // namespace
+
+// A schedule that knows the budget and a non-uniform t stay bit-exact across a resume: with a
+// steps budget the rate is a function of the step alone.
+TEST(Trainer, ResumeIsBitExactWithAnLrScheduleAndTimestepDensity) {
+  for (const auto& [schedule, sampler] :
+       {std::pair<std::string, std::string>{"cosine", "logit-normal"}, {"wsd", "edm-log-normal"}}) {
+    auto r = resume_from_the_middle(
+        "resume_" + schedule,
+        [&](TrainConfig& c) {
+          c.lr_schedule = schedule;
+          c.lr_decay_fraction = 0.75;
+          c.timestep_sampler = sampler;
+          c.ts_mean = sampler == "edm-log-normal" ? -1.2 : 0.0;
+          c.ts_std = sampler == "edm-log-normal" ? 1.2 : 1.0;
+          c.ema_power = "0.05,0.10";
+          c.ema_snapshot_every = 6;
+        },
+        nullptr);
+    // Step 12 of 24 at base 1e-3: cosine (1 + cos(pi / 2)) / 2 = 0.5; wsd (1 - 0.5) / 0.75.
+    EXPECT_NEAR(r.lr_at_resume, schedule == "cosine" ? 0.5e-3 : 1e-3 * 0.5 / 0.75, 1e-15);
+    EXPECT_EQ(r.resumed->config().lr_schedule, schedule);
+    expect_same_weights(state_dict(*r.straight->model()), state_dict(*r.resumed->model()));
+    expect_same_weights(state_dict(*r.straight->ema_model()), state_dict(*r.resumed->ema_model()));
+    for (size_t i = 0; i < 2; ++i)
+      expect_same_weights(state_dict(*r.straight->power_ema_models()[i]),
+                          state_dict(*r.resumed->power_ema_models()[i]));
+  }
+}
+
+// A run made before the recipe's options existed has none of their keys in config.json; it resumes
+// with the recipe it was made with (constant rate, uniform t), whatever the defaults are now.
+TEST(Trainer, OldRunResumesWithItsOwnRecipe) {
+  auto r = resume_from_the_middle(
+      "resume_old", [](TrainConfig& c) { c.warmup = 4; },
+      [](nlohmann::json& j) {
+        for (const auto* key : {"lr_schedule", "lr_decay_fraction", "ts_mean", "ts_std",
+                                "ema_power", "ema_snapshot_every"})
+          ASSERT_EQ(j.erase(key), 1u) << key;
+      });
+  EXPECT_EQ(r.resumed->config().lr_schedule, "constant");
+  EXPECT_EQ(r.resumed->config().timestep_sampler, "uniform");
+  EXPECT_DOUBLE_EQ(r.lr_at_resume, 1e-3);
+  expect_same_weights(state_dict(*r.straight->model()), state_dict(*r.resumed->model()));
+}
+
+// With --time-limit before --steps the schedule ends with the time: the rate is near its base at
+// the first log line and near 0 after the last step, and stays there on resume.
+TEST(Trainer, LrScheduleEndsAtTheTimeLimit) {
+  const auto dir = temp_dir("lr_time");
+  const auto size = model_config_from_spec("tiny-test").sample_size;
+  const auto images = write_idx_images(dir, 16, size, 1);
+  auto cfg = tiny_config(dir + "/run", images, 1000000);
+  cfg.lr_schedule = "cosine";
+  cfg.time_limit = 2.0;
+  cfg.log_every = 1;
+  Trainer t(cfg);
+  t.run(false);
+  EXPECT_LT(t.step(), cfg.steps);
+  std::ifstream log(dir + "/run/log.jsonl");
+  std::string line;
+  std::vector<double> lrs;
+  while (std::getline(log, line)) lrs.push_back(nlohmann::json::parse(line).at("lr"));
+  ASSERT_GE(lrs.size(), 3u);
+  EXPECT_GT(lrs.front(), 0.9 * cfg.lr);
+  for (size_t i = 1; i < lrs.size(); ++i) EXPECT_LE(lrs[i], lrs[i - 1]) << i;
+  EXPECT_LT(lrs.back(), 0.05 * cfg.lr);
+  EXPECT_LT(t.next_lr(), 1e-6 * cfg.lr);
+  // The spent budget is in the checkpoint: resumed without a time limit, the schedule stays at
+  // its end instead of starting over at step / steps = 0.
+  auto resumed = Trainer::resume(cfg.out, [](TrainConfig& c) { c.time_limit = 0; });
+  EXPECT_EQ(resumed->step(), t.step());
+  EXPECT_LT(resumed->next_lr(), 1e-6 * cfg.lr);
+  remove_tree(dir);
 }
 
 TEST(Checkpoint, DamagedNewestIsReportedAndOlderLoads) {

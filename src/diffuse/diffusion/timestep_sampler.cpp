@@ -1,5 +1,6 @@
 #include "diffuse/diffusion/timestep_sampler.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "diffuse/core/error.h"
@@ -74,10 +75,58 @@ void LossAwareTimestepSampler::load_state(const std::map<std::string, torch::Ten
   }
 }
 
-std::unique_ptr<TimestepSampler> make_timestep_sampler(const std::string& name, int64_t T) {
+LogitNormalTimestepSampler::LogitNormalTimestepSampler(int64_t T, double mean, double std)
+    : T_(T), mean_(mean), std_(std) {
+  check(std > 0, "--ts-std must be > 0, got ", std);
+}
+
+TimestepDraw LogitNormalTimestepSampler::sample(int64_t batch, const torch::Device& device,
+                                                at::Generator& gen) {
+  auto n = at::randn({batch}, gen, torch::TensorOptions().dtype(torch::kFloat64));
+  auto u = torch::sigmoid(mean_ + std_ * n);
+  auto t = (u * static_cast<double>(T_)).floor().clamp(0, T_ - 1).to(torch::kLong);
+  return {t.to(device), torch::ones({batch}, torch::TensorOptions().device(device))};
+}
+
+EdmLogNormalTimestepSampler::EdmLogNormalTimestepSampler(const std::vector<double>& alphas_cumprod,
+                                                         double p_mean, double p_std)
+    : mean_(p_mean), std_(p_std) {
+  check(alphas_cumprod.size() >= 2, "edm-log-normal: needs the schedule's alphas_cumprod");
+  check(p_std > 0, "--ts-std must be > 0, got ", p_std);
+  std::vector<double> log_sigma;
+  for (double abar : alphas_cumprod) log_sigma.push_back(0.5 * std::log((1.0 - abar) / abar));
+  for (size_t k = 1; k < log_sigma.size(); ++k) {
+    check(log_sigma[k] > log_sigma[k - 1],
+          "edm-log-normal: the schedule's noise levels must increase with t");
+    edges_.push_back(0.5 * (log_sigma[k - 1] + log_sigma[k]));
+  }
+}
+
+TimestepDraw EdmLogNormalTimestepSampler::sample(int64_t batch, const torch::Device& device,
+                                                 at::Generator& gen) {
+  auto n = at::randn({batch}, gen, torch::TensorOptions().dtype(torch::kFloat64)).contiguous();
+  auto t = torch::empty({batch}, torch::kLong);
+  const auto* np = n.data_ptr<double>();
+  auto* tp = t.data_ptr<int64_t>();
+  for (int64_t i = 0; i < batch; ++i)
+    tp[i] = std::upper_bound(edges_.begin(), edges_.end(), mean_ + std_ * np[i]) - edges_.begin();
+  return {t.to(device), torch::ones({batch}, torch::TensorOptions().device(device))};
+}
+
+std::unique_ptr<TimestepSampler> make_timestep_sampler(const std::string& name, int64_t T,
+                                                       const TimestepSamplerOptions& options) {
   if (name == "uniform") return std::make_unique<UniformTimestepSampler>(T);
   if (name == "loss-second-moment") return std::make_unique<LossAwareTimestepSampler>(T);
-  fail("--timestep-sampler: unknown '", name, "' (expected uniform or loss-second-moment)");
+  if (name == "logit-normal")
+    return std::make_unique<LogitNormalTimestepSampler>(T, options.mean, options.std);
+  if (name == "edm-log-normal") {
+    check(static_cast<int64_t>(options.alphas_cumprod.size()) == T,
+          "edm-log-normal: needs the schedule's ", T, " alphas_cumprod");
+    return std::make_unique<EdmLogNormalTimestepSampler>(options.alphas_cumprod, options.mean,
+                                                         options.std);
+  }
+  fail("--timestep-sampler: unknown '", name,
+       "' (expected uniform, loss-second-moment, logit-normal or edm-log-normal)");
 }
 
 }  // namespace diffuse

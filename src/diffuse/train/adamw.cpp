@@ -22,11 +22,6 @@ void AdamW::zero_grad() {
   for (auto& p : params_) p.mutable_grad() = torch::Tensor();
 }
 
-double warmup_lr(double base_lr, int64_t step, int64_t warmup) {
-  if (warmup <= 0) return base_lr;
-  return base_lr * std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(warmup));
-}
-
 torch::Tensor AdamW::clip_grad_norm(double max_norm) {
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> grads;

@@ -50,7 +50,4 @@ class AdamW {
   int64_t step_ = 0;
 };
 
-// Learning rate at step (0-based): linear warmup over `warmup` steps, then constant (DDPM).
-double warmup_lr(double base_lr, int64_t step, int64_t warmup);
-
 }  // namespace diffuse

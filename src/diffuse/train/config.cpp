@@ -5,6 +5,8 @@
 #include "diffuse/core/device.h"
 #include "diffuse/core/error.h"
 #include "diffuse/models/presets.h"
+#include "diffuse/train/lr_schedule.h"
+#include "diffuse/train/power_ema.h"
 
 namespace diffuse {
 
@@ -34,7 +36,11 @@ std::vector<TrainField> make_train_fields() {
       {"loss-weighting", &F::loss_weighting, "weight w_t of the MSE: simple (1) | snr | min-snr-5 | vlb (see below)"},
       {"schedule", &F::schedule, "noise schedule: linear | cosine"},
       {"timesteps", &F::timesteps, "diffusion steps T"},
-      {"timestep-sampler", &F::timestep_sampler, "uniform | loss-second-moment"},
+      {"timestep-sampler", &F::timestep_sampler, "how t is drawn: uniform | loss-second-moment | "
+                                                 "logit-normal (t/T = sigmoid(m + s n)) | edm-log-normal "
+                                                 "(ln sigma = m + s n, nearest t); the last two do not reweight"},
+      {"ts-mean", &F::ts_mean, "m of --timestep-sampler logit-normal (SD3: 0) or edm-log-normal (EDM: -1.2)"},
+      {"ts-std", &F::ts_std, "s of --timestep-sampler logit-normal (SD3: 1) or edm-log-normal (EDM: 1.2)"},
       {"dropout", &F::dropout, "dropout (< 0 = the model config's value)"},
       {"class-cond", &F::class_cond, "class-conditional model (labelled data): num_class_embeds = "
                                      "classes + 1, the last the null class"},
@@ -43,6 +49,11 @@ std::vector<TrainField> make_train_fields() {
       {"batch", &F::batch, "batch size (the global batch: all processes together)"},
       {"lr", &F::lr, "AdamW learning rate"},
       {"warmup", &F::warmup, "linear learning-rate warmup steps"},
+      {"lr-schedule", &F::lr_schedule, "learning rate after warmup: constant | cosine | wsd (warmup-stable-decay); "
+                                       "cosine and wsd end at --steps or --time-limit, whichever comes first",
+       false, false, "constant"},
+      {"lr-decay-fraction", &F::lr_decay_fraction, "--lr-schedule wsd: the last fraction of the budget, "
+                                                   "over which the rate falls linearly to 0"},
       {"weight-decay", &F::weight_decay, "AdamW decoupled weight decay"},
       {"adam-beta1", &F::adam_beta1, "AdamW's beta_1 (first-moment decay)"},
       {"adam-beta2", &F::adam_beta2, "AdamW's beta_2 (second-moment decay)"},
@@ -50,12 +61,15 @@ std::vector<TrainField> make_train_fields() {
       {"grad-clip", &F::grad_clip, "clip the global gradient norm to this (0 = off)"},
       {"ema-decay", &F::ema_decay, "EMA decay of the weights"},
       {"no-ema-warmup", &F::ema_warmup, "use the EMA decay from the first step", false, true},
+      {"ema-power", &F::ema_power, "EDM2 power-function EMAs to keep as well, by sigma_rel (e.g. 0.05,0.10); "
+                                   "their snapshots in RUN/ema_snapshots give any other length after training (diffuse ema)"},
       {"seed", &F::seed, "seed for weights, data order, t and noise"},
       {"time-limit", &F::time_limit, "stop cleanly after this many seconds (0 = no limit)", R},
       {"log-every", &F::log_every, "steps between log lines", R},
       {"sample-every", &F::sample_every, "steps between preview grids (0 = never)", R},
       {"ckpt-every", &F::ckpt_every, "steps between checkpoints (one is always written at the end)", R},
       {"keep", &F::keep, "checkpoints to keep", R},
+      {"ema-snapshot-every", &F::ema_snapshot_every, "steps between the power-function EMAs' snapshots", R},
       {"sample-n", &F::sample_n, "images in each preview grid"},
       {"sample-steps", &F::sample_steps, "DDIM steps for preview grids"},
       {"device", &F::device, kDeviceHelp, R},
@@ -95,6 +109,11 @@ TrainConfig TrainConfig::from_json(const nlohmann::json& j, const std::string& s
   check(j.is_object(), source, ": training config must be a JSON object");
   const auto& fields = train_fields();
   TrainConfig c;
+  for (const auto& f : fields)
+    if (!f.legacy.is_null() && !j.contains(f.key()))
+      std::visit(
+          [&](auto member) { c.*member = f.legacy.get<std::decay_t<decltype(c.*member)>>(); },
+          f.field);
   for (auto it = j.begin(); it != j.end(); ++it) {
     const auto& key = it.key();
     if (key == "bf16" && it.value().is_boolean()) {
@@ -120,6 +139,12 @@ void TrainConfig::validate() const {
   check(batch >= 1, "--batch must be >= 1, got ", batch);
   check(lr > 0 && lr < 1, "--lr must be in (0, 1), got ", lr);
   check(warmup >= 0, "--warmup must be >= 0, got ", warmup);
+  parse_lr_schedule(lr_schedule);
+  check(lr_decay_fraction > 0 && lr_decay_fraction <= 1,
+        "--lr-decay-fraction must be in (0, 1], got ", lr_decay_fraction);
+  check(ts_std > 0, "--ts-std must be > 0, got ", ts_std);
+  parse_sigma_rels(ema_power);
+  check(ema_snapshot_every >= 1, "--ema-snapshot-every must be >= 1, got ", ema_snapshot_every);
   check(weight_decay >= 0, "--weight-decay must be >= 0, got ", weight_decay);
   check(adam_beta1 >= 0 && adam_beta1 < 1, "--adam-beta1 must be in [0, 1), got ", adam_beta1);
   check(adam_beta2 >= 0 && adam_beta2 < 1, "--adam-beta2 must be in [0, 1), got ", adam_beta2);

@@ -26,8 +26,10 @@ struct TrainConfig {
   std::string loss_weighting = "simple";  // simple | snr | min-snr-5 | vlb (losses.h)
   std::string schedule = "linear";        // linear | cosine
   int64_t timesteps = 1000;
-  std::string timestep_sampler = "uniform";  // uniform | loss-second-moment
-  double dropout = -1;                       // < 0: the model config's own value
+  // uniform | loss-second-moment | logit-normal | edm-log-normal (diffusion/timestep_sampler.h)
+  std::string timestep_sampler = "uniform";
+  double ts_mean = 0.0, ts_std = 1.0;  // logit-normal's m, s; edm-log-normal's P_mean, P_std
+  double dropout = -1;                 // < 0: the model config's own value
   // Class conditioning: the model gets num_class_embeds = classes + 1, the last index being the
   // null class (no label), which replaces each training label with probability label_dropout so
   // that the same network also models the data unconditionally (classifier-free guidance).
@@ -38,11 +40,17 @@ struct TrainConfig {
   int64_t batch = 64;
   double lr = 2e-4;
   int64_t warmup = 500;
+  std::string lr_schedule = "constant";  // constant | cosine | wsd (train/lr_schedule.h)
+  double lr_decay_fraction = 0.2;        // wsd: the cool-down's share of the budget
   double weight_decay = 0.0;
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
   double grad_clip = 1.0;
   double ema_decay = 0.9999;
   bool ema_warmup = true;
+  // EDM2's power-function EMAs besides the EMA above, by sigma_rel ("0.05,0.10"; empty: none),
+  // snapshotted every ema_snapshot_every steps for post-hoc reconstruction (train/power_ema.h).
+  std::string ema_power;
+  int64_t ema_snapshot_every = 250;
   uint64_t seed = 0;
   double time_limit = 0;  // seconds of training before stopping cleanly; 0 = no limit
   // bookkeeping
@@ -62,8 +70,9 @@ struct TrainConfig {
   int64_t threads = 0;
 
   nlohmann::json to_json() const;
-  // Unknown keys and wrong types are errors naming `source`. The key "bf16" of runs made before
-  // --precision reads as precision auto (true) or tf32 (false), what it meant then.
+  // Unknown keys and wrong types are errors naming `source`. A missing key reads as its field's
+  // legacy value, else its default. The key "bf16" of runs made before --precision reads as
+  // precision auto (true) or tf32 (false), what it meant then.
   static TrainConfig from_json(const nlohmann::json& j, const std::string& source);
   // Range checks; errors name the option as --flag.
   void validate() const;
@@ -80,6 +89,9 @@ struct TrainField {
   std::string help;
   bool resumable = false;
   bool negated = false;  // a flag that sets its bool field to false (--no-ema-warmup)
+  // What a run made before the field existed used, if not today's default: from_json reads a
+  // missing key as this, so an old run resumes with its own recipe after a default changes.
+  nlohmann::json legacy = nullptr;
 
   std::string key() const;
   bool is_flag() const { return std::holds_alternative<bool TrainConfig::*>(field); }

@@ -18,6 +18,7 @@
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
 #include "diffuse/pipeline/generate.h"
+#include "diffuse/train/power_ema.h"
 
 namespace fs = std::filesystem;
 
@@ -58,6 +59,8 @@ Trainer::Trainer(TrainConfig cfg, bool for_resume, DistEnv env, DistOptions dist
       precision_(parse_precision(cfg_.precision, device_)),
       gen_(at::detail::createCPUGenerator(cfg_.seed)) {
   cfg_.validate();
+  lr_schedule_ = {parse_lr_schedule(cfg_.lr_schedule), cfg_.lr, cfg_.warmup, cfg_.steps,
+                  cfg_.lr_decay_fraction};
   if (!for_resume)
     check(list_checkpoints(cfg_.out).empty(), "--out ", cfg_.out,
           " already holds a run with checkpoints; continue it with --resume ", cfg_.out,
@@ -112,7 +115,9 @@ void Trainer::make_process() {
         "--loss-weighting ", cfg_.loss_weighting,
         " weights the MSE of --loss simple or hybrid; --loss vlb takes --loss-weighting simple");
   diffusion_->loss_weight_table(loss_weighting_);  // rejects vlb with a learned variance
-  tsampler_ = make_timestep_sampler(cfg_.timestep_sampler, cfg_.timesteps);
+  tsampler_ =
+      make_timestep_sampler(cfg_.timestep_sampler, cfg_.timesteps,
+                            {cfg_.ts_mean, cfg_.ts_std, diffusion_->schedule().alphas_cumprod});
 }
 
 // The training set, checked against the model; a class-conditional model gets its class table
@@ -174,6 +179,39 @@ void Trainer::make_models(const UNetConfig& mc) {
       model_->named_parameters().pairs(),
       AdamWOptions{cfg_.lr, cfg_.adam_beta1, cfg_.adam_beta2, cfg_.adam_eps, cfg_.weight_decay});
   ema_ = std::make_unique<Ema>(*model_, ema_model_.ptr(), cfg_.ema_decay, cfg_.ema_warmup);
+  make_power_emas(mc);
+}
+
+void Trainer::make_power_emas(const UNetConfig& mc) {
+  // Their initial weights are never used: made without drawing from the generator that dropout
+  // then draws from, so keeping them does not change the run.
+  const auto rng = generator_state(at::detail::getDefaultCPUGenerator());
+  for (double sigma_rel : parse_sigma_rels(cfg_.ema_power)) {
+    power_gammas_.push_back(sigma_rel_to_gamma(sigma_rel));
+    UNet2DModel m(mc);
+    m->to(device_);
+    m->set_channels_last(cfg_.channels_last);
+    m->eval();
+    // The decay is given at every update; the first (beta_1 = 0) replaces the initial weights.
+    power_emas_.push_back(std::make_unique<Ema>(*model_, m.ptr(), 0.0, false));
+    power_models_.push_back(m);
+  }
+  set_generator_state(at::detail::getDefaultCPUGenerator(), rng);
+}
+
+void Trainer::update_power_emas() {
+  auto opts = torch::TensorOptions().device(device_).dtype(device_.is_cuda() ? torch::kFloat32
+                                                                             : torch::kFloat64);
+  for (size_t i = 0; i < power_emas_.size(); ++i)
+    power_emas_[i]->update(torch::full({}, power_ema_beta(step_ + 1, power_gammas_[i]), opts));
+}
+
+void Trainer::save_power_ema_snapshots() {
+  if (!is_main()) return;
+  for (size_t i = 0; i < power_models_.size(); ++i)
+    save_power_ema_snapshot(power_ema_snapshot_path(cfg_.out, step_, i),
+                            state_dict(*power_models_[i]),
+                            {static_cast<double>(step_), power_gammas_[i]});
 }
 
 void Trainer::make_loader(Dataset data, int64_t size) {
@@ -204,7 +242,12 @@ std::unique_ptr<Trainer> Trainer::resume(const std::string& run_dir,
   }
   auto cfg = TrainConfig::from_json(j, cfg_path);
   cfg.out = run_dir;
+  const int64_t made_for = cfg.steps;
   if (override_cfg) override_cfg(cfg);
+  if (cfg.steps != made_for && cfg.lr_schedule != "constant" && env.rank == 0)
+    std::cerr << "diffuse: warning: --steps " << cfg.steps << " moves the end of the "
+              << cfg.lr_schedule << " learning-rate schedule from step " << made_for
+              << ": the rate follows the new budget from here on\n";
   std::vector<std::string> warnings;
   auto ck = load_latest_checkpoint(run_dir, &warnings);
   if (env.rank == 0)
@@ -234,6 +277,9 @@ void Trainer::restore(const LoadedCheckpoint& ck) {
   if (device_.is_cuda() && rng.count("default_cuda_generator"))
     set_generator_state(at::globalContext().defaultGenerator(device_),
                         rng.at("default_cuda_generator"));
+  for (size_t i = 0; i < power_models_.size(); ++i)
+    load_state_dict(*power_models_[i], need("power_ema_" + std::to_string(i) + ".safetensors"),
+                    ck.dir + "/power_ema_" + std::to_string(i) + ".safetensors");
   auto sampler = f.tensors.find("timestep_sampler.safetensors");
   if (sampler != f.tensors.end())
     tsampler_->load_state(sampler->second, ck.dir + "/timestep_sampler.safetensors");
@@ -245,6 +291,7 @@ void Trainer::restore(const LoadedCheckpoint& ck) {
   auto st = nlohmann::json::parse(it->second);
   step_ = st.at("step").get<int64_t>();
   wall_offset_ = st.value("wall_time", 0.0);
+  time_fraction_ = st.value("lr_time_fraction", 0.0);
   loader_->reset({st.at("loader_epoch").get<int64_t>(), st.at("loader_position").get<int64_t>()});
   split_dropout_stream();
   if (is_main())
@@ -290,7 +337,8 @@ Trainer::StepInputs Trainer::draw_inputs() {
   // float64 on the CPU, where the optimizer and the EMA read them on the host as they are.
   auto scalar = torch::TensorOptions().device(device_).dtype(device_.is_cuda() ? torch::kFloat32
                                                                                : torch::kFloat64);
-  in.lr = torch::full({}, warmup_lr(cfg_.lr, step_, cfg_.warmup), scalar);
+  last_lr_ = next_lr();
+  in.lr = torch::full({}, last_lr_, scalar);
   // The EMA's warmup counts the updates before this one, as diffusers' EMAModel does.
   in.ema_decay = torch::full({}, ema_->decay_at(step_), scalar);
   return in;
@@ -348,6 +396,7 @@ torch::Tensor Trainer::train_step() {
   model_->train();
   auto in = draw_inputs();
   auto out = captured_step_ ? captured_step(in) : step_body(in);
+  update_power_emas();
   ++step_;
   ++since_log_;
   if (cfg_.timestep_sampler != "uniform") {
@@ -381,6 +430,9 @@ void Trainer::save_checkpoint_now() {
          {"default_cpu_generator", generator_state(at::detail::getDefaultCPUGenerator())}};
   if (device_.is_cuda())
     rng["default_cuda_generator"] = generator_state(at::globalContext().defaultGenerator(device_));
+  for (size_t i = 0; i < power_models_.size(); ++i)
+    files.tensors["power_ema_" + std::to_string(i) + ".safetensors"] =
+        state_dict(*power_models_[i]);
   auto sampler = tsampler_->state();
   if (!sampler.empty()) files.tensors["timestep_sampler.safetensors"] = std::move(sampler);
   const auto st = loader_->state();
@@ -388,6 +440,7 @@ void Trainer::save_checkpoint_now() {
                        {"loader_epoch", st.epoch},
                        {"loader_position", st.position},
                        {"wall_time", wall_time()},
+                       {"lr_time_fraction", time_fraction_},
                        {"torch_version", torch_version()}};
   files.texts["trainer_state.json"] = ts.dump(2);
   save_checkpoint(cfg_.out, step_, files, cfg_.keep);
@@ -403,7 +456,7 @@ void Trainer::log_line(double loss, double grad_norm, double images_per_s, doubl
   nlohmann::json j = {{"step", step_},
                       {"loss", loss},
                       {"grad_norm", grad_norm},
-                      {"lr", warmup_lr(cfg_.lr, step_ - 1, cfg_.warmup)},
+                      {"lr", last_lr_},
                       {"images_per_s", images_per_s},
                       {"wall_time", wall}};
   log_ << j.dump() << "\n";
@@ -428,9 +481,9 @@ void Trainer::write_preview_grid() {
 
 Trainer::Tick Trainer::log_tick(double elapsed, Tick votes) {
   auto opts = loss_sum_.options();
-  auto stats =
-      torch::stack({loss_sum_, gnorm_sum_, torch::full({}, votes.time_up ? 1.0 : 0.0, opts),
-                    torch::full({}, votes.interrupted ? 1.0 : 0.0, opts)});
+  auto stats = torch::stack(
+      {loss_sum_, gnorm_sum_, torch::full({}, votes.time_up ? 1.0 : 0.0, opts),
+       torch::full({}, votes.interrupted ? 1.0 : 0.0, opts), torch::full({}, elapsed, opts)});
   if (group_) group_->allreduce_sum(stats);
   stats = stats.to(torch::kCPU, torch::kFloat64);
   const double world = group_ ? group_->world_size() : 1;
@@ -447,7 +500,13 @@ Trainer::Tick Trainer::log_tick(double elapsed, Tick votes) {
   if (is_main()) log_line(loss, gnorm, ips, wall_offset_ + elapsed);
   char status[96];
   std::snprintf(status, sizeof status, "loss %.4f  %.0f img/s", loss, ips);
-  return {stats[2].item<double>() > 0, stats[3].item<double>() > 0, status};
+  return {stats[2].item<double>() > 0, stats[3].item<double>() > 0, status,
+          stats[4].item<double>() / world};
+}
+
+void Trainer::spend_time(double elapsed) {
+  if (cfg_.time_limit <= 0) return;
+  time_fraction_ = time_fraction_start_ + (1 - time_fraction_start_) * elapsed / cfg_.time_limit;
 }
 
 void Trainer::run(bool progress) {
@@ -464,6 +523,7 @@ void Trainer::run(bool progress) {
   const auto start = std::chrono::steady_clock::now();
   run_start_ = tick_time_ = start;
   tick_step_ = step_;
+  time_fraction_start_ = time_fraction_;
   ProgressBar bar(cfg_.steps, "train", "step", progress && is_main());
   bar.resume_from(step_);
   if (cfg_.time_limit > 0) bar.set_time_limit(cfg_.time_limit);
@@ -472,16 +532,21 @@ void Trainer::run(bool progress) {
     train_step();
     const double elapsed =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (!group_) spend_time(elapsed);
     const Tick votes{cfg_.time_limit > 0 && elapsed >= cfg_.time_limit, g_stop_requested != 0};
     // Ranks stop together: in a job they decide at log ticks, by the votes sent with the losses.
     Tick stop = group_ ? Tick{} : votes;
     if (step_ % cfg_.log_every == 0 || step_ == cfg_.steps) {
       const auto tick = log_tick(elapsed, votes);
-      if (group_) stop = tick;
+      if (group_) {
+        stop = tick;
+        spend_time(tick.elapsed);
+      }
       bar.set_extra(tick.status);
     }
     bar.update(1);
     if (cfg_.sample_every > 0 && step_ % cfg_.sample_every == 0) write_preview_grid();
+    if (!power_models_.empty() && step_ % cfg_.ema_snapshot_every == 0) save_power_ema_snapshots();
     if (cfg_.ckpt_every > 0 && step_ % cfg_.ckpt_every == 0 && step_ < cfg_.steps && !stop.time_up)
       save_checkpoint_now();
     if (stop.time_up || stop.interrupted) {
@@ -492,6 +557,7 @@ void Trainer::run(bool progress) {
   bar.finish();
   save_checkpoint_now();
   if (cfg_.sample_every > 0 && step_ % cfg_.sample_every != 0 && is_main()) write_preview_grid();
+  if (!power_models_.empty() && step_ % cfg_.ema_snapshot_every != 0) save_power_ema_snapshots();
   std::signal(SIGINT, prev_int);
   std::signal(SIGTERM, prev_term);
   const double total_wall = wall_time();

@@ -24,6 +24,7 @@
 #include "diffuse/train/adamw.h"
 #include "diffuse/train/config.h"
 #include "diffuse/train/ema.h"
+#include "diffuse/train/lr_schedule.h"
 
 namespace diffuse {
 
@@ -54,9 +55,13 @@ class Trainer {
   const TrainConfig& config() const { return cfg_; }
   UNet2DModel& model() { return model_; }
   UNet2DModel& ema_model() { return ema_model_; }
+  // --ema-power's shadows, in the order of its list.
+  const std::vector<UNet2DModel>& power_ema_models() const { return power_models_; }
   const GaussianDiffusion& diffusion() const { return *diffusion_; }
   const ProcessConfig& process() const { return process_; }
   const TimestepSampler& timestep_sampler() const { return *tsampler_; }
+  // The rate of the next step (lr_schedule.h).
+  double next_lr() const { return lr_schedule_.lr(step_, time_fraction_); }
   // Rank 0, or the only process: the one that writes logs, grids and checkpoints.
   bool is_main() const { return !group_ || group_->is_main(); }
 
@@ -95,6 +100,7 @@ class Trainer {
   struct Tick {
     bool time_up = false, interrupted = false;
     std::string status;  // for the progress bar
+    double elapsed = 0;  // this run() call's seconds, the mean over the ranks
   };
   Tick log_tick(double elapsed, Tick votes);
 
@@ -105,7 +111,23 @@ class Trainer {
   std::unique_ptr<GaussianDiffusion> diffusion_;
   UNet2DModel model_{nullptr}, ema_model_{nullptr};
   std::unique_ptr<AdamW> opt_;
+  LrSchedule lr_schedule_;
+  // The share of the time budget spent, for the schedule. Each run() call with --time-limit spends
+  // what the checkpoint left over its own limit: f = f0 + (1 - f0) elapsed / limit. Without a time
+  // limit f stays at f0 (0 for a steps budget, so the rates are a function of the step alone).
+  double time_fraction_ = 0, time_fraction_start_ = 0;
+  double last_lr_ = 0;  // the rate of the last step, for the log
+  // Sets time_fraction_ from this run() call's seconds; a job's ranks call it at log ticks with
+  // the same (mean) seconds, so that every rank steps with the same rate.
+  void spend_time(double elapsed);
   std::unique_ptr<Ema> ema_;
+  // --ema-power: one shadow per sigma_rel, beta_t = (1 - 1/t)^(gamma + 1) (train/power_ema.h).
+  std::vector<double> power_gammas_;
+  std::vector<UNet2DModel> power_models_;
+  std::vector<std::unique_ptr<Ema>> power_emas_;
+  void make_power_emas(const UNetConfig& mc);
+  void update_power_emas();  // after the step that makes update count step_ + 1
+  void save_power_ema_snapshots();
   std::unique_ptr<Loader> loader_;
   std::unique_ptr<TimestepSampler> tsampler_;
   std::unique_ptr<DistGroup> group_;  // null: one process
