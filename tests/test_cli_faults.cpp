@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -120,13 +121,14 @@ class Faults : public ::testing::Test {
 // One kill: spawn, let training start, SIGKILL after `delay` s, then --resume (or start again
 // when no checkpoint was complete) and compare with the reference. Returns whether a checkpoint
 // was being written at the kill (its .tmp- folder was there).
-bool kill_and_resume(const std::string& run_dir, double delay, const std::string& context,
-                     int* resumed) {
+// `wait` returns when the kill is due: after a delay, or once a path appears.
+bool kill_and_resume(const std::string& run_dir, const std::function<void(pid_t)>& wait,
+                     const std::string& context, int* resumed) {
   const auto args = kTrain + " --steps " + std::to_string(kSteps) + " --out " + run_dir;
   const pid_t pid = spawn_cli(args, Faults::log());
   EXPECT_GT(pid, 0);
   Faults::wait_for_training(run_dir);
-  std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+  wait(pid);
   ::kill(pid, SIGKILL);
   int status = 0;
   ::waitpid(pid, &status, 0);
@@ -162,7 +164,8 @@ TEST_F(Faults, KillAtRandomMomentsThenResumeMatchesAnUninterruptedRun) {
     const auto run_dir = root_ + "/kill" + std::to_string(k);
     const double delay = when(rng);
     const auto context = "kill " + std::to_string(k) + " after " + std::to_string(delay) + " s";
-    mid_checkpoint += kill_and_resume(run_dir, delay, context, &resumed);
+    auto sleep = [&](pid_t) { std::this_thread::sleep_for(std::chrono::duration<double>(delay)); };
+    mid_checkpoint += kill_and_resume(run_dir, sleep, context, &resumed);
     expect_matches_reference(run_dir, context);
     for (auto& e : fs::directory_iterator(run_dir + "/checkpoints"))
       EXPECT_NE(e.path().filename().string()[0], '.') << context << ": " << e.path() << " left";
@@ -172,6 +175,31 @@ TEST_F(Faults, KillAtRandomMomentsThenResumeMatchesAnUninterruptedRun) {
             << resumed << " (the others found no complete checkpoint and started again); "
             << mid_checkpoint << " interrupted a checkpoint being written\n";
   EXPECT_GT(resumed, 0);
+}
+
+TEST_F(Faults, KillsInsideACheckpointWriteThenResume) {
+  // Polled every 0.2 ms: inside the folder's writing (its first file), and once its manifest is
+  // there (the fsyncs and the rename remain). A kill that comes too late still has to resume.
+  const std::vector<std::pair<std::string, std::string>> moments = {
+      {".tmp-step_00000004", "writing step 4"},
+      {".tmp-step_00000004/manifest.json", "between step 4's manifest and its rename"},
+      {".tmp-step_00000006/optimizer.safetensors", "writing step 6"},
+      {".tmp-step_00000006/manifest.json", "between step 6's manifest and its rename"}};
+  int resumed = 0, caught = 0;
+  for (size_t k = 0; k < moments.size(); ++k) {
+    const auto run_dir = root_ + "/inside" + std::to_string(k);
+    const auto target = run_dir + "/checkpoints/" + moments[k].first;
+    auto until_there = [&](pid_t pid) {
+      while (!fs::exists(target) && ::waitpid(pid, nullptr, WNOHANG) == 0)
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+    };
+    caught += kill_and_resume(run_dir, until_there, moments[k].second, &resumed);
+    expect_matches_reference(run_dir, moments[k].second);
+    remove_tree(run_dir);
+  }
+  std::cout << "kills inside a checkpoint write: " << moments.size() << ", caught with its .tmp- "
+            << "folder present: " << caught << ", resumed: " << resumed << "\n";
+  EXPECT_EQ(resumed, static_cast<int>(moments.size()));
 }
 
 TEST_F(Faults, WriteFailureDuringACheckpointKeepsThePreviousOne) {
