@@ -61,10 +61,11 @@ torch::Tensor load_images_arg(const std::string& spec, const UNetConfig& cfg) {
   check(folder || (x.size(2) == cfg.sample_size && x.size(3) == cfg.sample_size), spec,
         ": images are ", x.size(2), "x", x.size(3), ", the model's sample_size is ",
         cfg.sample_size, " (a folder of images is resized to it; an .npy must match)");
-  // A small margin for float rounding; data in [0, 1] or [0, 255] as floats is a different scale.
+  // Unclipped samples (`sample --save-npy`) stray a little past [-1, 1]; values past 1.5 are
+  // another scale (pixels in [0, 255] stored as floats) and would be encoded as nonsense.
   const double lo = x.min().item<double>(), hi = x.max().item<double>();
-  check(lo >= -1.001 && hi <= 1.001, spec, ": float images must lie in [-1, 1], these span [", lo,
-        ", ", hi, "]");
+  check(lo >= -1.5 && hi <= 1.5, spec, ": float images must lie in [-1, 1], these span [", lo, ", ",
+        hi, "] (pixels in [0, 255] belong in a uint8 array)");
   return x;
 }
 
