@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "diffuse/core/device.h"
 #include "diffuse/core/error.h"
+#include "diffuse/core/filesystem.h"
 #include "diffuse/eval/classifier.h"
 #include "diffuse/eval/nll.h"
 #include "diffuse/eval/sample_quality.h"
@@ -50,6 +51,9 @@ int run_nll(const Args& a) {
   const auto spec = a.str("model");
   auto lm = load_model(spec, device, !a.flag("no-ema"));
   const auto& cfg = lm.model->config();
+  const auto out = out_dir_for(a, spec);
+  // nll.json, nll_terms.csv (one line per timestep) and the plot: well under a MiB.
+  check_writable_folder(out, 1 << 20, a.has("out") ? "--out" : "the output folder");
   int64_t pad = 0;
   auto images =
       load_eval_images(a.str("data"), a.str("split"), cfg.sample_size, cfg.in_channels, &pad);
@@ -87,7 +91,6 @@ int run_nll(const Args& a) {
       {"model", lm.description}, {"step", lm.step},          {"data", a.str("data")},
       {"split", a.str("split")}, {"clip_x0", o.bpd.clip_x0}, {"seed", o.bpd.seed},
       {"batch", o.batch},        {"ema", !a.flag("no-ema")}, {"pad", pad}};
-  const auto out = out_dir_for(a, spec);
   write_nll_outputs(out, r, meta);
   std::cerr << "diffuse: wrote " << out << "/nll.json, nll_terms.csv, nll_terms.png\n";
   return 0;
@@ -114,6 +117,7 @@ int run_train_classifier(const Args& a) {
   o.lr = a.number("lr");
   o.seed = static_cast<uint64_t>(a.integer("seed"));
   const auto dir = a.has("out") ? a.str("out") : default_classifier_dir();
+  check_writable_folder(dir, 16 << 20, a.has("out") ? "--out" : "the classifier folder");
   std::cerr << "diffuse: training the FD-FMNIST classifier on " << o.data << " for " << o.epochs
             << " epochs into " << dir << "\n";
   auto t = train_and_save(dir, o);
@@ -274,6 +278,21 @@ void record_scores(nlohmann::json& meta, const SampleScores& s, const ReferenceS
                        {"n", ref.n_test}};
 }
 
+// Where eval fd writes, checked before the classifier, the statistics and the sampling: the
+// scores' folder, --save-samples (the 28x28 or model-sized floats) and a classifier to be trained.
+void check_fd_outputs(const Args& a, const std::string& classifier_dir) {
+  const auto out = out_dir_for(a, a.has("model") ? a.str("model") : "");
+  check_writable_folder(out, 1 << 16, a.has("out") ? "--out" : "the output folder");
+  if (a.has("save-samples")) {
+    const auto n = static_cast<uint64_t>(std::max<int64_t>(a.integer("n"), 0));
+    // The model's size is not known before it loads; 3x32x32 float32 bounds the presets.
+    check_writable_output(a.str("save-samples"), n * 3 * 32 * 32 * 4 + 128, "--save-samples");
+  }
+  if (!classifier_exists(classifier_dir))
+    check_writable_folder(classifier_dir, 16 << 20,
+                          a.has("classifier") ? "--classifier" : "the classifier folder");
+}
+
 int run_fd(const Args& a) {
   const auto device = setup_device(a);
   check(a.has("model") != a.has("samples"), "give exactly one of --model and --samples");
@@ -281,6 +300,7 @@ int run_fd(const Args& a) {
         "--class needs --model (an .npy of samples has no labels)");
   const auto data = a.str("data");
   const auto classifier_dir = a.has("classifier") ? a.str("classifier") : default_classifier_dir();
+  check_fd_outputs(a, classifier_dir);
   auto classifier = ready_classifier(classifier_dir, data, device);
   const auto ref = reference_stats(classifier, classifier_dir, data);
 
@@ -296,7 +316,6 @@ int run_fd(const Args& a) {
 
   record_scores(meta, s, ref);
   const auto out = out_dir_for(a, samples.spec);
-  fs::create_directories(out);
   write_file_atomic((fs::path(out) / samples.name).string(), meta.dump(2) + "\n");
   std::cerr << "diffuse: wrote " << out << "/" << samples.name << "\n";
   return 0;

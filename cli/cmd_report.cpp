@@ -4,6 +4,7 @@
 
 #include "commands.h"
 #include "diffuse/core/error.h"
+#include "diffuse/core/filesystem.h"
 #include "diffuse/report/report.h"
 
 namespace fs = std::filesystem;
@@ -30,6 +31,8 @@ Command report_command() {
     ReportOptions o;
     o.max_grids = a.integer("max-grids");
     check(o.max_grids >= 1, "--max-grids must be >= 1");
+    check(fs::is_directory(run), run, " is not a folder (diffuse report RUN)");
+    check_writable_output(out, 0, a.has("out") ? "--out" : "the report");
     write_report(run, out, o);
     std::cout << "wrote " << out << "\n";
     return 0;

@@ -6,6 +6,7 @@
 
 #include "commands.h"
 #include "diffuse/core/error.h"
+#include "diffuse/core/filesystem.h"
 #include "diffuse/data/dataset.h"
 #include "diffuse/io/image.h"
 #include "diffuse/io/npy.h"
@@ -38,33 +39,67 @@ SamplerOptions sampler_from_args(const Args& a, const ProcessConfig& process,
                          a.has("spacing") ? a.str("spacing") : "", a.flag("clip-x0"));
 }
 
-// (N, C, H, W) float in [-1, 1] from an .npy of floats in [-1, 1] or uint8 pixels, or from a folder
-// of images resized to the model's size.
+// (N, C, H, W) float in [-1, 1] from an .npy of floats in [-1, 1] or uint8 pixels at the model's
+// size, or from a folder of images resized to it.
 torch::Tensor load_images_arg(const std::string& spec, const UNetConfig& cfg) {
   torch::Tensor x;
-  if (fs::is_directory(spec)) {
+  const bool folder = fs::is_directory(spec);
+  if (folder) {
     x = read_image_folder(spec, cfg.sample_size, cfg.in_channels).images;
   } else {
     x = load_npy(spec);
     if (x.dim() == 3) x = x.unsqueeze(0);
     check(x.dim() == 4, spec, ": expected (N, C, H, W) images, got shape ", x.sizes());
+    check(x.scalar_type() == torch::kUInt8 || x.is_floating_point(), spec, ": dtype ",
+          x.scalar_type(), "; images must be uint8 pixels or floats in [-1, 1]");
+    check_finite(x, spec);
   }
   if (x.scalar_type() == torch::kUInt8) x = x.to(torch::kFloat32) / 127.5 - 1.0;
   x = x.to(torch::kFloat32);
   check(x.size(1) == cfg.in_channels, spec, ": images have ", x.size(1),
         " channels, the model takes ", cfg.in_channels);
-  check(x.size(2) % cfg.size_multiple() == 0 && x.size(3) % cfg.size_multiple() == 0, spec,
-        ": image size ", x.size(2), "x", x.size(3), " is not a multiple of ", cfg.size_multiple(),
-        " as the model needs");
+  check(folder || (x.size(2) == cfg.sample_size && x.size(3) == cfg.sample_size), spec,
+        ": images are ", x.size(2), "x", x.size(3), ", the model's sample_size is ",
+        cfg.sample_size, " (a folder of images is resized to it; an .npy must match)");
+  // Unclipped samples (`sample --save-npy`) stray a little past [-1, 1]; values past 1.5 are
+  // another scale (pixels in [0, 255] stored as floats) and would be encoded as nonsense.
+  const double lo = x.min().item<double>(), hi = x.max().item<double>();
+  check(lo >= -1.5 && hi <= 1.5, spec, ": float images must lie in [-1, 1], these span [", lo, ", ",
+        hi, "] (pixels in [0, 255] belong in a uint8 array)");
   return x;
 }
 
 torch::Tensor load_latent(const std::string& path, const UNetConfig& cfg) {
-  auto z = load_npy(path).to(torch::kFloat32);
+  auto raw = load_npy(path);
+  check(raw.is_floating_point(), path, ": dtype ", raw.scalar_type(),
+        "; a latent must be float32 or float64");
+  check_finite(raw, path);
+  auto z = raw.to(torch::kFloat32);
   if (z.dim() == 4 && z.size(0) == 1) z = z.squeeze(0);
-  check(z.dim() == 3 && z.size(0) == cfg.in_channels, path, ": expected one latent of shape (",
-        cfg.in_channels, ", H, W) or (1, ", cfg.in_channels, ", H, W), got ", z.sizes());
+  check(z.dim() == 3 && z.size(0) == cfg.in_channels && z.size(1) == cfg.sample_size &&
+            z.size(2) == cfg.sample_size,
+        path, ": expected one latent of shape (", cfg.in_channels, ", ", cfg.sample_size, ", ",
+        cfg.sample_size, ") or (1, ", cfg.in_channels, ", ", cfg.sample_size, ", ", cfg.sample_size,
+        ") for this model, got ", z.sizes());
   return z;
+}
+
+// --init-noise: x_T of the model's shape, float and finite. There is no option to sample at
+// another size, so a noise of another size is refused rather than sampled at that size.
+torch::Tensor load_init_noise(const std::string& path, const UNetConfig& cfg) {
+  auto raw = load_npy(path);
+  check(raw.is_floating_point(), "--init-noise ", path, ": dtype ", raw.scalar_type(),
+        "; noise must be float32 or float64");
+  check_finite(raw, "--init-noise " + path);
+  auto x = raw.to(torch::kFloat32);
+  if (x.dim() == 3) x = x.unsqueeze(0);
+  check(x.dim() == 4, "--init-noise ", path, ": expected (N, C, H, W) noise, got ", x.sizes());
+  check(x.size(1) == cfg.in_channels, "--init-noise ", path, ": noise has ", x.size(1),
+        " channels, the model takes ", cfg.in_channels);
+  check(x.size(2) == cfg.sample_size && x.size(3) == cfg.sample_size, "--init-noise ", path,
+        ": noise is ", x.size(2), "x", x.size(3), ", the model samples ", cfg.sample_size, "x",
+        cfg.sample_size, " images");
+  return x;
 }
 
 // --n, --batch, --seed, --init-noise, --class and --guidance; columns: one per class when several
@@ -79,12 +114,7 @@ GenerateOptions generate_options(const Args& a, const LoadedModel& lm, const tor
   g.guidance = a.number("guidance");
   const auto& cfg = lm.model->config();
   if (a.has("init-noise")) {
-    g.init_noise = load_npy(a.str("init-noise")).to(torch::kFloat32);
-    if (g.init_noise.dim() == 3) g.init_noise = g.init_noise.unsqueeze(0);
-    check(g.init_noise.dim() == 4, a.str("init-noise"), ": expected (N, C, H, W) noise, got ",
-          g.init_noise.sizes());
-    check(g.init_noise.size(1) == cfg.in_channels, a.str("init-noise"), ": noise has ",
-          g.init_noise.size(1), " channels, the model takes ", cfg.in_channels);
+    g.init_noise = load_init_noise(a.str("init-noise"), cfg);
     if (!a.given("n")) g.n = g.init_noise.size(0);
     check(g.init_noise.size(0) == g.n, a.str("init-noise"), ": holds ", g.init_noise.size(0),
           " noise tensors but --n is ", g.n);
@@ -97,6 +127,27 @@ GenerateOptions generate_options(const Args& a, const LoadedModel& lm, const tor
     if (list.size() > 1) *columns = static_cast<int64_t>(list.size());
   }
   return g;
+}
+
+// Bytes of n images of the model's shape at `per_value` bytes each, headers aside.
+uint64_t image_bytes(const UNetConfig& cfg, int64_t n, int64_t per_value) {
+  return static_cast<uint64_t>(std::max<int64_t>(n, 0) * cfg.in_channels * cfg.sample_size *
+                               cfg.sample_size * per_value);
+}
+
+// Every file `diffuse sample` writes, checked before sampling (the grid's raw pixels bound its
+// PNG; each PNG adds a header).
+void check_sample_outputs(const Args& a, int64_t n, const UNetConfig& cfg) {
+  check_writable_output(a.str("out"), image_bytes(cfg, n, 1) + 4096, "--out");
+  if (a.has("save-npy"))
+    check_writable_output(a.str("save-npy"), image_bytes(cfg, n, 4) + 128, "--save-npy");
+  if (a.has("out-dir"))
+    check_writable_folder(a.str("out-dir"), image_bytes(cfg, n, 1) + 1024 * n, "--out-dir");
+  if (a.has("trajectory"))
+    check_writable_output(
+        a.str("trajectory"),
+        image_bytes(cfg, 8 * std::max<int64_t>(a.integer("trajectory-frames"), 1), 1),
+        "--trajectory");
 }
 
 // --save-npy and --out-dir.
@@ -160,6 +211,7 @@ int run_sample(const Args& a) {
   const auto sopts = sampler_from_args(a, lm.process, kind);
   int64_t columns = 0;
   const auto g = generate_options(a, lm, device, &columns);
+  check_sample_outputs(a, g.n, lm.model->config());
   std::cerr << "diffuse: sampling " << g.n << " images with " << kind << " (" << sopts.steps
             << " steps) from " << lm.description << "\n";
   auto images = generate(lm.model, lm.process, sopts, g, device);
@@ -174,7 +226,10 @@ int run_sample(const Args& a) {
 int run_encode(const Args& a) {
   const auto device = setup_device(a);
   auto lm = load_model(a.str("model"), device, !a.flag("no-ema"));
-  auto x0 = load_images_arg(a.str("images"), lm.model->config());
+  const auto& cfg = lm.model->config();
+  auto x0 = load_images_arg(a.str("images"), cfg);
+  check_writable_output(a.str("out"), image_bytes(cfg, x0.size(0), 4) + 128, "--out");
+  if (a.has("recon")) check_writable_output(a.str("recon"), image_bytes(cfg, 16, 1), "--recon");
   const auto diffusion = lm.process.make_diffusion();
   auto sopts = sampler_from_args(a, lm.process, "ddim");
   sopts.eta = 0;
@@ -216,6 +271,9 @@ int run_interpolate(const Args& a) {
         zb.sizes());
   const auto frames = a.integer("frames");
   check(frames >= 2, "--frames must be >= 2, got ", frames);
+  check_writable_output(a.str("out"), image_bytes(cfg, frames, 1) + 4096, "--out");
+  if (a.has("save-npy"))
+    check_writable_output(a.str("save-npy"), image_bytes(cfg, frames, 4) + 128, "--save-npy");
   auto zs = interpolate(za, zb, frames).to(device);
   const auto diffusion = lm.process.make_diffusion();
   auto sopts = sampler_from_args(a, lm.process, "ddim");

@@ -1,14 +1,19 @@
 // diffuse train: Algorithm 1 of Ho et al. on a dataset, into a run folder.
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
+#include <memory>
 #include <sstream>
 #include <type_traits>
 #include <variant>
 
 #include "commands.h"
 #include "diffuse/core/error.h"
+#include "diffuse/core/filesystem.h"
 #include "diffuse/dist/launcher.h"
 #include "diffuse/dist/process_group.h"
+#include "diffuse/io/checkpoint.h"
+#include "diffuse/io/run_lock.h"
 #include "diffuse/train/trainer.h"
 
 namespace diffuse::cli {
@@ -67,6 +72,27 @@ DistOptions dist_options(const Args& a) {
   return d;
 }
 
+// The process that writes the run folder (rank 0, or the only one) owns it while it trains: the
+// folder is checked writable, locked against a second trainer, and cleared of what an interrupted
+// checkpoint left. A missing --resume folder is left to Trainer::resume to report.
+std::unique_ptr<RunLock> own_run_folder(const std::string& dir, const std::string& what,
+                                        const DistEnv& env) {
+  if (env.rank != 0 || (what == "--resume" && !std::filesystem::is_directory(dir))) return nullptr;
+  check_writable_folder(dir, 0, what);
+  auto lock = std::make_unique<RunLock>(dir, what);
+  for (const auto& line : clean_checkpoint_leftovers(dir)) std::cerr << "diffuse: " << line << "\n";
+  return lock;
+}
+
+// Room for one more checkpoint (weights, EMA weights and AdamW's two moments, float32) before
+// the first step: the previous one is deleted only after the new one is in place.
+void check_checkpoint_space(Trainer& t, const std::string& what) {
+  if (!t.is_main()) return;
+  uint64_t values = 0;
+  for (const auto& p : t.model()->parameters()) values += static_cast<uint64_t>(p.numel());
+  check_writable_folder(t.config().out, 4 * 4 * values + (1 << 20), what);
+}
+
 int run_train(const Args& a) {
   const auto dist = dist_options(a);
   if (dist.nproc > 1) {
@@ -77,14 +103,18 @@ int run_train(const Args& a) {
   const auto env = DistEnv::from_environment();
   if (a.has("resume")) {
     check_resumable(a);
+    const auto lock = own_run_folder(a.str("resume"), "--resume", env);
     auto trainer = Trainer::resume(
         a.str("resume"), [&](TrainConfig& c) { apply(c, a, true); }, env, dist);
+    check_checkpoint_space(*trainer, "--resume");
     trainer->run();
     return 0;
   }
   TrainConfig cfg;
   apply(cfg, a, false);
+  const auto lock = own_run_folder(cfg.out, "--out", env);
   Trainer trainer(cfg, env, dist);
+  check_checkpoint_space(trainer, "--out");
   if (trainer.is_main())
     std::cerr << "diffuse: training " << cfg.model << " on " << cfg.data << " into " << cfg.out
               << (env.distributed() ? " on " + std::to_string(env.world_size) + " processes" : "")

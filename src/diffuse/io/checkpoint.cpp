@@ -58,15 +58,10 @@ std::string checkpoint_dir_name(int64_t step) {
   return buf;
 }
 
-std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointFiles& files,
-                            int64_t keep) {
-  const fs::path root = fs::path(run_dir) / "checkpoints";
-  const fs::path tmp = root / (".tmp-" + checkpoint_dir_name(step));
-  const fs::path final_dir = root / checkpoint_dir_name(step);
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  check(!ec, root.string(), ": cannot create checkpoint folder: ", ec.message());
-  remove_tree(tmp.string());
+namespace {
+
+// The checkpoint's files and manifest in `tmp`, each fsynced.
+void write_checkpoint_folder(const fs::path& tmp, int64_t step, const CheckpointFiles& files) {
   nlohmann::json manifest;
   manifest["step"] = step;
   auto record = [&](const std::string& rel) {
@@ -87,6 +82,29 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
     if (sub.is_directory()) fsync_dir(sub.path());
   // The manifest is written last: a folder without one was interrupted and is never loaded.
   write_file_atomic((tmp / "manifest.json").string(), manifest.dump(1));
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointFiles& files,
+                            int64_t keep) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  const fs::path tmp = root / (".tmp-" + checkpoint_dir_name(step));
+  const fs::path final_dir = root / checkpoint_dir_name(step);
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  check(!ec, root.string(), ": cannot create checkpoint folder: ", ec.message());
+  remove_tree(tmp.string());
+  try {
+    write_checkpoint_folder(tmp, step, files);
+  } catch (...) {
+    // A full disk or an I/O error: the partial folder would only take space the next save needs.
+    try {
+      remove_tree(tmp.string());
+    } catch (const Error&) {
+    }
+    throw;
+  }
   if (fs::exists(final_dir)) {
     const fs::path old = root / (".old-" + checkpoint_dir_name(step));
     remove_tree(old.string());
@@ -101,6 +119,32 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
   for (size_t i = static_cast<size_t>(std::max<int64_t>(keep, 1)); i < all.size(); ++i)
     remove_tree(all[i]);
   return final_dir.string();
+}
+
+std::vector<std::string> clean_checkpoint_leftovers(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::vector<std::string> done;
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return done;
+  std::vector<fs::path> leftovers;
+  for (auto& e : fs::directory_iterator(root)) {
+    const auto name = e.path().filename().string();
+    if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0) leftovers.push_back(e.path());
+  }
+  for (const auto& p : leftovers) {
+    const auto name = p.filename().string();
+    const fs::path final_dir = root / name.substr(5);
+    if (name.rfind(".old-", 0) == 0 && !fs::exists(final_dir)) {
+      fs::rename(p, final_dir);
+      done.push_back("restored " + final_dir.string() + " from " + p.string() +
+                     " (a replacement of it was interrupted)");
+    } else {
+      remove_tree(p.string());
+      done.push_back("removed " + p.string() + " (left by an interrupted or failed checkpoint)");
+    }
+  }
+  if (!leftovers.empty()) fsync_dir(root);
+  return done;
 }
 
 std::vector<std::string> list_checkpoints(const std::string& run_dir) {

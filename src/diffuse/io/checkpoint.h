@@ -33,6 +33,12 @@ std::string checkpoint_dir_name(int64_t step);  // "step_00001000"
 std::string save_checkpoint(const std::string& run_dir, int64_t step, const CheckpointFiles& files,
                             int64_t keep);
 
+// Leftovers of a save that failed or was killed, under run_dir/checkpoints: .tmp-step_N
+// (incomplete: removed) and .old-step_N (a complete checkpoint moved aside while step_N was being
+// replaced: moved back when step_N is missing, else removed). Call it only while holding the
+// run's lock (RunLock), never beside a running save. Returns one line per folder handled.
+std::vector<std::string> clean_checkpoint_leftovers(const std::string& run_dir);
+
 // Complete checkpoint folders (with a manifest) under run_dir/checkpoints, newest first.
 std::vector<std::string> list_checkpoints(const std::string& run_dir);
 

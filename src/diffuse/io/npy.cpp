@@ -244,4 +244,14 @@ void save_npy(const std::string& path, const torch::Tensor& t) {
   write_file_atomic_parts(path, parts);
 }
 
+void check_finite(const torch::Tensor& x, const std::string& source) {
+  if (!x.is_floating_point()) return;
+  const auto bad = torch::isfinite(x).logical_not().flatten().nonzero();
+  if (bad.size(0) == 0) return;
+  const auto first = bad[0][0].item<int64_t>();
+  const double value = x.flatten()[first].item<double>();
+  fail(source, ": ", bad.size(0), " of ", x.numel(), " values are not finite; the first is ", value,
+       " at flat index ", first, " (shape ", x.sizes(), ")");
+}
+
 }  // namespace diffuse

@@ -15,6 +15,10 @@ torch::Tensor load_npy(const std::string& path);
 // The same for a file's bytes already in memory; `path` only names them in errors.
 torch::Tensor parse_npy(std::string_view bytes, const std::string& path);
 
+// Refuses an array holding NaN or +-Inf, naming `source` (the file), how many and the first one's
+// flat (C-order) index and value: such an input would be sampled into a broken image silently.
+void check_finite(const torch::Tensor& x, const std::string& source);
+
 // Writes a CPU copy of t atomically, in the layout numpy.save produces.
 void save_npy(const std::string& path, const torch::Tensor& t);
 

@@ -514,8 +514,14 @@ void Trainer::run(bool progress) {
   if (is_main()) {
     fs::create_directories(cfg_.out);
     write_file_atomic((fs::path(cfg_.out) / "config.json").string(), cfg_.to_json().dump(2));
-    log_.open((fs::path(cfg_.out) / "log.jsonl").string(), std::ios::app);
-    check(log_.good(), cfg_.out, "/log.jsonl: cannot open for writing");
+    const auto log_path = (fs::path(cfg_.out) / "log.jsonl").string();
+    log_.open(log_path, std::ios::app);
+    check(log_.good(), log_path, ": cannot open for writing");
+    // A process killed mid-line leaves a partial last line: end it, so that it stays one
+    // unreadable line and the next one is whole.
+    std::ifstream tail(log_path, std::ios::binary | std::ios::ate);
+    if (tail && tail.tellg() > 0 && tail.seekg(-1, std::ios::end) && tail.get() != '\n')
+      log_ << "\n";
   }
   g_stop_requested = 0;
   auto prev_int = std::signal(SIGINT, on_signal);
