@@ -21,9 +21,14 @@ DPM-Solver++ 3M (solver_order=3), SDE-DPM-Solver++ 2M (algorithm_type="sde-dpmso
 one float32 randn of the image's shape per step), reproduced here and passed as variance_noise;
 the file keeps the first step's draw so that the test can check the reproduction.
 
+samplers_unet.json (Generate.NewSamplersMatchDiffusersOnTheGoldenUNet in test_pipeline) runs the
+deterministic ones of these on the golden random U-Net of unet_tiny.safetensors in float64 instead
+of the analytic model, from x_T = torch.randn((2, 3, 16, 16)) after torch.manual_seed(99).
+
 Usage (an environment with diffusers; see README.md):
     python3 tests/data/make_samplers.py [OUT]                  samplers.json (default beside this)
     python3 tests/data/make_samplers.py --multistep [OUT]      samplers_multistep.json
+    python3 tests/data/make_samplers.py --unet [OUT]           samplers_unet.json
 """
 
 import json
@@ -109,6 +114,30 @@ def multistep_trajectory(run, mu, x_T):
     return [int(t) for t in sch.timesteps], x, extra
 
 
+def unet_trajectories(out):
+    from diffusers import UNet2DModel
+    from safetensors.torch import load_file
+    cfg = json.load(open(os.path.join(HERE, "unet_tiny.json")))["config"]
+    model = UNet2DModel(**cfg)
+    model.load_state_dict(load_file(os.path.join(HERE, "unet_tiny.safetensors")))
+    model = model.double().eval()
+    torch.manual_seed(99)
+    x_T = torch.randn((2, 3, 16, 16), dtype=torch.float64)
+    runs = []
+    for run in [r for r in MULTISTEP_RUNS if r["steps"] == 10 and "seed" not in r]:
+        sch = multistep_scheduler(run)
+        sch.set_timesteps(run["steps"])
+        x = x_T.clone()
+        with torch.no_grad():
+            for t in sch.timesteps:
+                eps = model(x, torch.full((2,), int(t), dtype=torch.int64)).sample
+                x = sch.step(eps, t, x).prev_sample
+        runs.append(dict(run, timesteps=[int(t) for t in sch.timesteps], x_0=x.flatten().tolist()))
+    with open(out, "w") as f:
+        json.dump(dict(shape=[2, 3, 16, 16], x_T=x_T.flatten().tolist(), runs=runs), f)
+    print(f"{out}: {len(runs)} runs")
+
+
 def scheduler(run):
     common = dict(num_train_timesteps=1000, beta_schedule="linear",
                   timestep_spacing=run["timestep_spacing"])
@@ -136,6 +165,9 @@ def trajectory(run, mu, x_T):
 
 def main():
     args = sys.argv[1:]
+    if args and args[0] == "--unet":
+        unet_trajectories(args[1] if len(args) > 1 else os.path.join(HERE, "samplers_unet.json"))
+        return
     multistep = bool(args) and args[0] == "--multistep"
     args = args[1:] if multistep else args
     name = "samplers_multistep.json" if multistep else "samplers.json"
