@@ -193,6 +193,8 @@ void add_image_guidance(const Args& a, const LoadedModel& lm, const SamplerOptio
                         GenerateOptions& g) {
   const bool sdedit_on = a.has("strength") && !a.str("strength").empty();
   const bool mask_on = a.has("mask") && !a.str("mask").empty();
+  check(mask_on || (!a.given("jump-length") && !a.given("jump-n-sample")),
+        "--jump-length and --jump-n-sample are RePaint's: they need --mask");
   if (!a.has("init-image") || a.str("init-image").empty()) {
     check(!sdedit_on && !mask_on, "--strength and --mask need --init-image");
     return;

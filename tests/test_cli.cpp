@@ -282,7 +282,8 @@ TEST_F(Cli, ImageGuidedSamplingAndSamplerOptionErrors) {
       {" --strength 1.5", "--strength"},
       {" --sampler ddpm --mask " + root_ + "/small.npy", "--mask"},
       {" --mask " + root_ + "/mask.npy", "--sampler ddpm"},
-      {" --strength 0.5 --mask " + root_ + "/mask.npy", "exactly one"}};
+      {" --strength 0.5 --mask " + root_ + "/mask.npy", "exactly one"},
+      {" --strength 0.5 --jump-length 3", "need --mask"}};
   for (const auto& [extra, want] : bad) {
     r = run(base + extra);
     EXPECT_EQ(r.status, 2) << extra;
