@@ -12,6 +12,7 @@
 #include "diffuse/io/npy.h"
 #include "diffuse/pipeline/generate.h"
 #include "diffuse/pipeline/load_model.h"
+#include "diffuse/samplers/guided.h"
 #include "diffuse/samplers/inversion.h"
 #include "diffuse/samplers/timesteps.h"
 
@@ -35,8 +36,18 @@ std::vector<Option> model_options() {
 SamplerOptions sampler_from_args(const Args& a, const ProcessConfig& process,
                                  const std::string& kind) {
   const auto steps = a.integer("steps") > 0 ? a.integer("steps") : sampler_kind(kind).default_steps;
-  return sampler_options(process, kind, steps, a.has("eta") ? a.number("eta") : 0.0,
-                         a.has("spacing") ? a.str("spacing") : "", a.flag("clip-x0"));
+  auto o = sampler_options(process, kind, steps, a.has("eta") ? a.number("eta") : 0.0,
+                           a.has("spacing") ? a.str("spacing") : "", a.flag("clip-x0"));
+  // EDM Algorithm 2's options; "" (s-tmax's default) keeps EdmChurn's default.
+  const auto number_or = [&](const std::string& name, double fallback) {
+    return a.has(name) && !a.str(name).empty() ? a.number(name) : fallback;
+  };
+  o.churn.churn = number_or("churn", o.churn.churn);
+  o.churn.s_tmin = number_or("s-tmin", o.churn.s_tmin);
+  o.churn.s_tmax = number_or("s-tmax", o.churn.s_tmax);
+  o.churn.s_noise = number_or("s-noise", o.churn.s_noise);
+  check_churn(o.churn, kind);
+  return o;
 }
 
 // (N, C, H, W) float in [-1, 1] from an .npy of floats in [-1, 1] or uint8 pixels at the model's
@@ -204,14 +215,87 @@ void write_trajectory(const Args& a, LoadedModel& lm, const SamplerOptions& sopt
             << " samples)\n";
 }
 
+// --init-image and --mask: (1 or N, C, H, W) float from a PNG/JPEG or an .npy, checked against
+// the model's channels and size (the mask: 1 or C channels, in [0, 1]; an image: in [-1, 1]).
+torch::Tensor load_guide(const std::string& option, const std::string& path, const UNetConfig& cfg,
+                         bool is_mask) {
+  const auto ext = fs::path(path).extension().string();
+  torch::Tensor x;
+  if (ext == ".npy") {
+    x = load_npy(path);
+    if (x.dim() == 3) x = x.unsqueeze(0);
+    if (is_mask && x.dim() == 2) x = x.unsqueeze(0).unsqueeze(0);
+  } else {
+    x = load_image(path, is_mask ? 1 : cfg.in_channels).unsqueeze(0);
+  }
+  check(x.dim() == 4, "--", option, " ", path, ": expected (N, C, H, W), got shape ", x.sizes());
+  if (x.scalar_type() == torch::kUInt8)
+    x = is_mask ? x.to(torch::kFloat32) / 255.0 : x.to(torch::kFloat32) / 127.5 - 1.0;
+  x = x.to(torch::kFloat32);
+  check_finite(x, "--" + option + " " + path);
+  const int64_t C = cfg.in_channels, S = cfg.sample_size;
+  check(x.size(2) == S && x.size(3) == S && (x.size(1) == C || (is_mask && x.size(1) == 1)), "--",
+        option, " ", path, ": shape ", x.sizes(), " does not match the model's (", C, ", ", S, ", ",
+        S, ")", is_mask ? " (a mask may have 1 channel)" : "");
+  return is_mask ? (x > 0.5).to(torch::kFloat32) : x;
+}
+
+// SDEdit (--init-image, --strength) or RePaint (--init-image, --mask) as the batches' run.
+void add_image_guidance(const Args& a, const LoadedModel& lm, const SamplerOptions& sopts,
+                        GenerateOptions& g) {
+  const bool sdedit_on = a.has("strength") && !a.str("strength").empty();
+  const bool mask_on = a.has("mask") && !a.str("mask").empty();
+  check(mask_on || (!a.given("jump-length") && !a.given("jump-n-sample")),
+        "--jump-length and --jump-n-sample are RePaint's: they need --mask");
+  if (!a.has("init-image") || a.str("init-image").empty()) {
+    check(!sdedit_on && !mask_on, "--strength and --mask need --init-image");
+    return;
+  }
+  check(sdedit_on != mask_on, "--init-image needs exactly one of --strength (SDEdit) and --mask ",
+        "(RePaint)");
+  const auto& cfg = lm.model->config();
+  const auto image = load_guide("init-image", a.str("init-image"), cfg, false);
+  check(image.size(0) == 1 || image.size(0) == g.n, "--init-image holds ", image.size(0),
+        " images; expected 1 or --n (", g.n, ")");
+  const auto slice = [](const torch::Tensor& t, int64_t start, int64_t b) {
+    return t.size(0) == 1 ? t.expand({b, t.size(1), t.size(2), t.size(3)}) : t.narrow(0, start, b);
+  };
+  if (sdedit_on) {
+    const double strength = a.number("strength");
+    check_strength(strength);
+    g.run_batch = [=](const Sampler& s, const ModelFn& f, const torch::Tensor& x_T,
+                      NoiseSource& noise, const SampleCallbacks& cb, int64_t start) {
+      return sdedit(s, f, slice(image, start, x_T.size(0)).to(x_T.options()), strength, noise, cb);
+    };
+    return;
+  }
+  check(sopts.kind == "ddpm", "--mask (RePaint) runs DDPM steps: use --sampler ddpm, not ",
+        sopts.kind);
+  const auto mask = load_guide("mask", a.str("mask"), cfg, true);
+  check(mask.size(0) == 1 || mask.size(0) == g.n, "--mask holds ", mask.size(0),
+        " masks; expected 1 or --n (", g.n, ")");
+  const RePaintOptions ro{a.integer("jump-length"), a.integer("jump-n-sample")};
+  repaint_levels(1, ro);  // the option checks
+  g.run_batch = [=](const Sampler& s, const ModelFn& f, const torch::Tensor& x_T,
+                    NoiseSource& noise, const SampleCallbacks&, int64_t start) {
+    c10::InferenceMode guard;
+    Denoiser d(f, s.schedule(), s.options().prediction, s.variance(), s.options().clip_x0,
+               "repaint");
+    const auto b = x_T.size(0);
+    return repaint(d, s.timesteps(), x_T, slice(image, start, b).to(x_T.options()),
+                   slice(mask, start, b).to(x_T.options()), ro, noise);
+  };
+}
+
 int run_sample(const Args& a) {
   const auto device = setup_device(a);
   auto lm = load_model(a.str("model"), device, !a.flag("no-ema"));
   const auto kind = a.str("sampler");
   const auto sopts = sampler_from_args(a, lm.process, kind);
   int64_t columns = 0;
-  const auto g = generate_options(a, lm, device, &columns);
+  auto g = generate_options(a, lm, device, &columns);
   check_sample_outputs(a, g.n, lm.model->config());
+  add_image_guidance(a, lm, sopts, g);
   std::cerr << "diffuse: sampling " << g.n << " images with " << kind << " (" << sopts.steps
             << " steps) from " << lm.description << "\n";
   auto images = generate(lm.model, lm.process, sopts, g, device);
@@ -294,7 +378,9 @@ int run_interpolate(const Args& a) {
 Command sample_command() {
   Command c;
   c.name = "sample";
-  c.summary = "generate images: DDPM, DDIM, DPM-Solver++ 2M, EDM's Euler and Heun, Euler ancestral";
+  c.summary =
+      "generate images: DDPM, DDIM, DPM-Solver++ 2M/3M/2M-SDE, UniPC, DEIS, iPNDM, EDM's Euler and "
+      "Heun, Euler ancestral";
   c.usage = "diffuse sample --model M [--sampler " + sampler_names("|") +
             "] [--steps S] [--n N] --out grid.png";
   c.description =
@@ -316,13 +402,31 @@ Command sample_command() {
       "so --guidance 1 is the conditional model alone, 0 the unconditional one (the null class),\n"
       "S > 1 strengthens the class; S other than 0 and 1 costs two network evaluations per step.\n"
       "Image i has class K_(i mod m) of the m classes --class lists; with m > 1 the grid has one\n"
-      "column per class.";
+      "column per class.\n"
+      "Image-guided generation (--init-image): SDEdit (Meng et al. 2022) with --strength s noises\n"
+      "the image to t = s T by q(x_t | x_0) and runs the sampler's timesteps below it (s = 0 "
+      "returns\n"
+      "the image); RePaint (Lugmayr et al. 2022) with --mask and --sampler ddpm inpaints where "
+      "the\n"
+      "mask is 0, re-noising the known region from the image at every step, with resampling jumps\n"
+      "(--jump-length, --jump-n-sample).";
   c.options = model_options();
   for (auto o : std::vector<Option>{
            {"sampler", "ddim", sampler_names()},
            {"steps", "0", "noise levels (network evaluations; heun 2 S - 1); 0 = the default"},
            {"eta", "0", "DDIM noise: 0 deterministic, 1 = the DDPM posterior variance"},
            {"spacing", "", "timestep spacing: " + spacing_names() + " (\"\" = the sampler's)"},
+           {"churn", "0", "heun: EDM Algorithm 2's S_churn (0 = deterministic Algorithm 1)"},
+           {"s-tmin", "0", "heun: churn only at noise levels sigma >= this"},
+           {"s-tmax", "", "heun: churn only at noise levels sigma <= this (\"\" = no bound)"},
+           {"s-noise", "1", "heun: EDM's S_noise, the scale of the churn noise"},
+           {"init-image", "",
+            "SDEdit / RePaint: the image (PNG/JPEG, or .npy (1 or N, C, H, W) in [-1, 1])"},
+           {"strength", "", "SDEdit: noise the image to t = strength T, in [0, 1] (0: the image)"},
+           {"mask", "",
+            "RePaint: PNG or .npy at the model's size, 1 (white) = keep the image, 0 = generate"},
+           {"jump-length", "10", "RePaint: steps per resampling jump"},
+           {"jump-n-sample", "10", "RePaint: resamplings per jump (1 = none)"},
            {"n", "16", "number of images"},
            {"batch", "64", "images per network call"},
            {"seed", "0", "seed of the initial and per-step noise"},

@@ -278,3 +278,52 @@ TEST_F(Cli, HelpDocumentsEveryCommand) {
   EXPECT_NE(t.output.find("--label-dropout"), std::string::npos) << t.output;
   EXPECT_NE(s.output.find("out(null) + S (out(class) - out(null))"), std::string::npos) << s.output;
 }
+
+TEST_F(Cli, ImageGuidedSamplingAndSamplerOptionErrors) {
+  torch::manual_seed(3);
+  auto image = torch::rand({1, 3, 16, 16}) * 2 - 1;
+  save_npy(root_ + "/image.npy", image);
+  const auto base = "sample --model " + model_ + " --init-image " + root_ +
+                    "/image.npy --n 2 --steps 5 --device cpu --threads 1 --out " + root_ + "/g.png";
+  // SDEdit at strength 0 is the image itself.
+  auto r = run(base + " --strength 0 --save-npy " + root_ + "/s0.npy");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(torch::equal(load_npy(root_ + "/s0.npy"), image.expand({2, 3, 16, 16})));
+  r = run(base + " --strength 0.6 --save-npy " + root_ + "/s6.npy");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_GT((load_npy(root_ + "/s6.npy") - image).abs().max().item<double>(), 1e-3);
+  // RePaint keeps the known (mask 1) half exactly.
+  auto mask = torch::zeros({1, 1, 16, 16});
+  mask.narrow(3, 0, 8).fill_(1.0);
+  save_npy(root_ + "/mask.npy", mask);
+  r = run(base + " --sampler ddpm --mask " + root_ + "/mask.npy --jump-length 2 --jump-n-sample 2" +
+          " --save-npy " + root_ + "/rp.npy");
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto rp = load_npy(root_ + "/rp.npy");
+  EXPECT_TRUE(torch::equal(rp.narrow(3, 0, 8), image.expand({2, 3, 16, 16}).narrow(3, 0, 8)));
+  EXPECT_GT((rp - image).abs().narrow(3, 8, 8).max().item<double>(), 1e-3);
+  // Bad input names the option.
+  save_npy(root_ + "/small.npy", torch::zeros({1, 1, 8, 8}));
+  const std::vector<std::pair<std::string, std::string>> bad = {
+      {" --strength 1.5", "--strength"},
+      {" --sampler ddpm --mask " + root_ + "/small.npy", "--mask"},
+      {" --mask " + root_ + "/mask.npy", "--sampler ddpm"},
+      {" --strength 0.5 --mask " + root_ + "/mask.npy", "exactly one"},
+      {" --strength 0.5 --jump-length 3", "need --mask"}};
+  for (const auto& [extra, want] : bad) {
+    r = run(base + extra);
+    EXPECT_EQ(r.status, 2) << extra;
+    EXPECT_NE(r.output.find(want), std::string::npos) << extra << "\n" << r.output;
+  }
+  r = run("sample --model " + model_ + " --init-image " + root_ + "/small.npy --strength 0.5 " +
+          "--device cpu --out " + root_ + "/g.png");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("does not match the model"), std::string::npos) << r.output;
+  r = run("sample --model " + model_ + " --strength 0.5 --device cpu --out " + root_ + "/g.png");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--init-image"), std::string::npos) << r.output;
+  r = run("sample --model " + model_ + " --sampler ddim --churn 5 --device cpu --out " + root_ +
+          "/g.png");
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--churn"), std::string::npos) << r.output;
+}

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include "diffuse/core/error.h"
+#include "diffuse/io/safetensors.h"
 #include "diffuse/models/presets.h"
+#include "diffuse/models/weights.h"
 #include "diffuse/pipeline/generate.h"
 #include "diffuse/pipeline/model_fn.h"
 #include "support.h"
@@ -135,5 +137,38 @@ TEST(Generate, TheBatchSizeNeverChangesAnImage) {
               1e-2)
         << k.name;
     g.seed = 11;
+  }
+}
+
+TEST(Generate, NewSamplersMatchDiffusersOnTheGoldenUNet) {
+  // dpm++3m, unipc and deis at 10 steps on the random U-Net of unet_tiny.safetensors in float64,
+  // against diffusers' schedulers on the same network (tests/data/make_samplers.py --unet).
+  const auto ref = diffuse::testing::load_json("samplers_unet.json");
+  const auto cfg = diffuse::testing::load_json("unet_tiny.json").at("config");
+  UNet2DModel model(UNetConfig::from_json(cfg, "unet_tiny.json"));
+  const std::string w = std::string(DIFFUSE_TEST_DATA) + "/unet_tiny.safetensors";
+  load_state_dict(*model, load_safetensors(w).tensors, w);
+  model->to(torch::kFloat64);
+  model->eval();
+  const auto shape = ref.at("shape").get<std::vector<int64_t>>();
+  const auto x_T =
+      torch::tensor(ref.at("x_T").get<std::vector<double>>(), torch::kFloat64).reshape(shape);
+  ModelFn fn = [&](const torch::Tensor& x, const torch::Tensor& t) { return model->forward(x, t); };
+  for (const auto& run : ref.at("runs")) {
+    const auto kind = run.at("sampler").get<std::string>();
+    auto sampler =
+        make_sampler(sampler_options(ProcessConfig{}, kind, run.at("steps").get<int64_t>()),
+                     Schedule::linear(1000));
+    EXPECT_EQ(sampler->timesteps(), run.at("timesteps").get<std::vector<int64_t>>()) << kind;
+    NoiseSource noise(0);
+    SampleCallbacks quiet;
+    quiet.show_progress = false;
+    const auto x0 = sampler->sample(fn, x_T, noise, quiet);
+    const auto want =
+        torch::tensor(run.at("x_0").get<std::vector<double>>(), torch::kFloat64).reshape(shape);
+    const double scale = want.abs().max().item<double>();
+    const double err = (x0 - want).abs().max().item<double>();
+    std::cout << kind << ": max |x_0 - diffusers| = " << err << " (scale " << scale << ")\n";
+    EXPECT_LT(err, 1e-5 * scale) << kind;
   }
 }

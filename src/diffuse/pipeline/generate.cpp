@@ -81,7 +81,9 @@ torch::Tensor generate(UNet2DModel& model, const ProcessConfig& process,
                               ? shared
                               : guided_unet_model_fn(model, labels.narrow(0, start, b).to(device),
                                                      o.guidance, o.bf16);
-    out.push_back(sampler->sample(model_fn, x_T, noise, cb).to(torch::kCPU));
+    auto x = o.run_batch ? o.run_batch(*sampler, model_fn, x_T, noise, cb, start)
+                         : sampler->sample(model_fn, x_T, noise, cb);
+    out.push_back(x.to(torch::kCPU));
   }
   return torch::cat(out, 0);
 }

@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,11 @@ struct GenerateOptions {
   torch::Tensor class_labels;
   double guidance = 1.0;
   SampleCallbacks callbacks;  // on_step sees each batch's steps (x_t of that batch)
+  // If set, runs each batch in place of the sampler (image-guided generation, samplers/guided.h),
+  // given the batch's x_T, its noise streams and the index of its first image.
+  std::function<torch::Tensor(const Sampler&, const ModelFn&, const torch::Tensor& x_T,
+                              NoiseSource&, const SampleCallbacks&, int64_t start)>
+      run_batch;
 };
 
 // -> (n, C, H, W) float32 in roughly [-1, 1] on the CPU. Image i's x_T and step noise come from

@@ -9,6 +9,12 @@
 // clang-format on
 // with the correction skipped on the last step (to sigma = 0), so N levels cost 2N - 1 network
 // evaluations. The levels are timesteps, the network is evaluated at each one's exact sigma.
+// With run.churn (sampler.h) this is Algorithm 2: before level i the noise is raised (lines 5-6)
+//   sigma_hat = (1 + gamma_i) sigma_i,   x_hat = x + sqrt(sigma_hat^2 - sigma_i^2) s_noise z,
+// where sigma_hat is rounded to the nearest timestep (at or above timesteps[i]) and taken at that
+// timestep's exact sigma, so the network still sees only trained timesteps; the step then runs
+// from sigma_hat. Where the rounding gives timesteps[i] itself nothing is added; churn 0 is
+// Algorithm 1 exactly and draws no noise.
 #pragma once
 #include "diffuse/samplers/sampler.h"
 

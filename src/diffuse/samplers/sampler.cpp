@@ -6,11 +6,14 @@
 #include "diffuse/core/progress.h"
 #include "diffuse/samplers/ddim.h"
 #include "diffuse/samplers/ddpm.h"
+#include "diffuse/samplers/deis.h"
 #include "diffuse/samplers/dpm_solver_pp.h"
 #include "diffuse/samplers/euler.h"
 #include "diffuse/samplers/euler_ancestral.h"
 #include "diffuse/samplers/heun.h"
+#include "diffuse/samplers/ipndm.h"
 #include "diffuse/samplers/timesteps.h"
+#include "diffuse/samplers/unipc.h"
 
 namespace diffuse {
 
@@ -26,6 +29,23 @@ const std::vector<SamplerKind>& sampler_kinds() {
        sample_ddim},
       {"dpm++2m", "DPM-Solver++ 2M, Lu et al. 2022 Algorithm 2 (multistep, second order)", 20,
        "linspace", sample_dpmpp_2m},
+      {"dpm++3m",
+       "DPM-Solver++ 3M, Lu et al. 2022 (multistep, third order, warm-up through orders 1 and 2, "
+       "as diffusers' DPMSolverMultistepScheduler with solver_order 3)",
+       20, "linspace", sample_dpmpp_3m},
+      {"dpm++2m-sde",
+       "SDE-DPM-Solver++ 2M, Lu et al. 2022 sec. 5 (stochastic, second order, midpoint; "
+       "diffusers' algorithm_type sde-dpmsolver++); noise from the per-image streams",
+       20, "linspace", sample_dpmpp_2m_sde},
+      {"unipc",
+       "UniPC-bh2, Zhao et al. 2023: order-2 predictor UniP with the free order-2 corrector UniC "
+       "after every step but the last (diffusers' UniPCMultistepScheduler defaults)",
+       20, "linspace", sample_unipc},
+      {"deis",
+       "DEIS tAB3, Zhang & Chen 2023: exponential integrator with a third-order polynomial in "
+       "log rho (diffusers' DEISMultistepScheduler, solver_order 3); ends at timestep 0's noise "
+       "level as diffusers does",
+       20, "linspace", sample_deis},
       {"euler",
        "Euler on the probability-flow ODE in sigma, Karras et al. 2022 (EDM) eq. 4 and "
        "Algorithm 1 without its correction; Karras sigmas (eq. 5, rho 7) by default",
@@ -33,8 +53,14 @@ const std::vector<SamplerKind>& sampler_kinds() {
       {"heun",
        "Heun's 2nd-order method on the probability-flow ODE, Karras et al. 2022 (EDM) "
        "Algorithm 1, deterministic, last step Euler; --steps N noise levels cost 2N - 1 "
-       "network evaluations (EDM's CIFAR-10 setting: 18 levels, 35 evaluations)",
+       "network evaluations (EDM's CIFAR-10 setting: 18 levels, 35 evaluations); with --churn "
+       "S (and --s-tmin, --s-tmax, --s-noise) EDM's stochastic Algorithm 2",
        18, "karras", sample_heun},
+      {"ipndm",
+       "iPNDM, Zhang & Chen 2023 sec. 5: fourth-order Adams-Bashforth on the probability-flow ODE "
+       "in sigma (EDM eq. 4) with lower-order warm-up steps, one evaluation per level; Karras "
+       "levels as heun",
+       20, "karras", sample_ipndm},
       {"euler-a",
        "Euler ancestral as k-diffusion's sample_euler_ancestral with eta 1: an Euler step on the "
        "probability-flow ODE down to sigma_down, then fresh noise up to the next sigma (on equal "
@@ -142,6 +168,22 @@ void check_model_output(const torch::Tensor& out, const torch::Tensor& x, Varian
         out.scalar_type());
 }
 
+bool EdmChurn::is_default() const {
+  const EdmChurn d;
+  return churn == d.churn && s_tmin == d.s_tmin && s_tmax == d.s_tmax && s_noise == d.s_noise;
+}
+
+void check_churn(const EdmChurn& c, const std::string& kind) {
+  check(kind == "heun" || c.is_default(),
+        "--churn, --s-tmin, --s-tmax and --s-noise are only used ",
+        "by --sampler heun (EDM Algorithm 2), not by ", kind);
+  check(std::isfinite(c.churn) && c.churn >= 0, "--churn must be finite and >= 0, got ", c.churn);
+  check(c.s_tmin >= 0 && c.s_tmin <= c.s_tmax, "--s-tmin (", c.s_tmin,
+        ") must be >= 0 and at most --s-tmax (", c.s_tmax, ")");
+  check(std::isfinite(c.s_noise) && c.s_noise > 0, "--s-noise must be finite and > 0, got ",
+        c.s_noise);
+}
+
 Sampler::Sampler(const SamplerOptions& options, const Schedule& schedule,
                  std::vector<int64_t> timesteps)
     : kind_(&sampler_kind(options.kind)),
@@ -151,6 +193,7 @@ Sampler::Sampler(const SamplerOptions& options, const Schedule& schedule,
   check(options.eta >= 0.0 && options.eta <= 1.0, "--eta must be in [0, 1], got ", options.eta);
   check(options.kind == "ddim" || options.eta == 0.0, "--eta ", options.eta,
         " is only used by --sampler ddim (", options.kind, " has no eta)");
+  check_churn(options.churn, options.kind);
   try {
     variance_ = parse_variance_type(options.variance);
   } catch (const Error& e) {
@@ -166,7 +209,7 @@ torch::Tensor Sampler::sample(const ModelFn& model, torch::Tensor x_T, NoiseSour
   Denoiser denoiser(model, schedule_, options_.prediction, variance_, options_.clip_x0, name());
   ProgressBar bar(static_cast<int64_t>(num_steps()), callbacks.label, "step",
                   callbacks.show_progress);
-  SamplerRun run{timesteps_, options_.eta, &noise, {}};
+  SamplerRun run{timesteps_, options_.eta, &noise, options_.churn, {}};
   run.on_step = [&](size_t i, int64_t t, const torch::Tensor& x_t, const torch::Tensor& x0) {
     if (callbacks.on_step) callbacks.on_step(i, t, x_t, x0);
     bar.update();

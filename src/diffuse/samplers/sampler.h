@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,6 +20,18 @@
 
 namespace diffuse {
 
+// EDM's stochastic churn (Karras et al. 2022, Algorithm 2): before level i, with sigma_i in
+// [s_tmin, s_tmax], the noise is raised to sigma_hat = (1 + gamma) sigma_i, gamma =
+// min(churn / N, sqrt(2) - 1), by adding N(0, (sigma_hat^2 - sigma_i^2) s_noise^2) noise. churn 0
+// is Algorithm 1. Used by heun only.
+struct EdmChurn {
+  double churn = 0.0;
+  double s_tmin = 0.0;
+  double s_tmax = std::numeric_limits<double>::infinity();
+  double s_noise = 1.0;
+  bool is_default() const;
+};
+
 struct SamplerOptions {
   std::string kind = "ddim";  // a name from sampler_kinds()
   int64_t steps = 50;         // noise levels visited (heun evaluates the network 2 steps - 1 times)
@@ -27,6 +40,7 @@ struct SamplerOptions {
   PredictionType prediction = PredictionType::Epsilon;
   std::string variance = "fixed-small";  // fixed-small | fixed-large | learned-range
   bool clip_x0 = false;                  // clamp the predicted x_0 to [-1, 1]
+  EdmChurn churn;                        // heun only
 };
 
 // What one evaluation of the network at (x_t, t) says: the x_0 and eps it implies (x_0 clamped to
@@ -76,6 +90,7 @@ struct SamplerRun {
   std::vector<int64_t> timesteps;
   double eta = 0.0;
   NoiseSource* noise = nullptr;  // the ancestral samplers' z; deterministic ones draw none
+  EdmChurn churn;
   StepCallback on_step;
 
   // abar at timesteps[i], and at the level step i lands on (1 after the last step).
@@ -87,6 +102,10 @@ struct SamplerRun {
     if (on_step) on_step(i, timesteps[i], x_t, x0);
   }
 };
+
+// Throws diffuse::Error naming the options unless the churn is valid and, when not the default,
+// kind is heun.
+void check_churn(const EdmChurn& churn, const std::string& kind);
 
 // Throws diffuse::Error (prefixed with who) unless out is (B, C, ...) like x, or (B, 2C, ...) for
 // learned-range, and floating point.
