@@ -94,6 +94,14 @@ Golden load_golden(const std::string& file = "samplers.json") {
   return g;
 }
 
+// The probability-flow ODE's exact x_0 from g.x_T at sigma_max = sigma_{T-1} (derivation in
+// Edm.HeunAndEulerConvergeToTheExactOdeSolution).
+torch::Tensor exact_ode_x0(const Golden& g) {
+  const auto& m = g.model;
+  const double abar_T = m.sch.alphas_cumprod.back(), smax = sigma_of_alpha_bar(abar_T);
+  return m.mu + m.s * (g.x_T / std::sqrt(abar_T) - m.mu) / std::sqrt(m.s * m.s + smax * smax);
+}
+
 SampleCallbacks quiet() {
   SampleCallbacks cb;
   cb.show_progress = false;
@@ -859,9 +867,7 @@ TEST(Edm, HeunAndEulerConvergeToTheExactOdeSolution) {
   //   x_0 = mu + s (x_T / sqrt(abar_{T-1}) - mu) / sqrt(s^2 + sigma_max^2).
   auto g = load_golden();
   const auto& m = g.model;
-  const double abar_T = m.sch.alphas_cumprod.back(), smax = sigma_of_alpha_bar(abar_T);
-  const auto exact =
-      m.mu + m.s * (g.x_T / std::sqrt(abar_T) - m.mu) / std::sqrt(m.s * m.s + smax * smax);
+  const auto exact = exact_ode_x0(g);
   const std::vector<int64_t> Ns{8, 16, 32, 64};
   std::map<std::string, std::vector<double>> err;
   for (const std::string kind : {"euler", "heun"}) {
@@ -899,9 +905,7 @@ TEST(Ipndm, ConvergesToTheExactOdeSolutionFasterThanHeun) {
   // 8..64 levels (one evaluation each) and Heun at equal evaluations.
   auto g = load_golden();
   const auto& m = g.model;
-  const double abar_T = m.sch.alphas_cumprod.back(), smax = sigma_of_alpha_bar(abar_T);
-  const auto exact =
-      m.mu + m.s * (g.x_T / std::sqrt(abar_T) - m.mu) / std::sqrt(m.s * m.s + smax * smax);
+  const auto exact = exact_ode_x0(g);
   const std::vector<int64_t> Ns{8, 16, 32, 64};
   std::vector<double> err, err_heun;
   int64_t calls = 0;
