@@ -6,6 +6,7 @@
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
 #include "diffuse/core/timer.h"
+#include "diffuse/cpu/unet_engine.h"
 #include "diffuse/models/group_norm_act.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
@@ -112,7 +113,7 @@ Figures bench_forward(UNet2DModel& model, const torch::Tensor& x, const Settings
       (*graphed)(x, t);
     } else {
       AutocastGuard autocast(s.bf16);
-      model->forward(x, t);
+      cpu_unet_forward(model, x, t);
     }
   });
 }
@@ -161,6 +162,7 @@ nlohmann::json result_json(const Args& a, const Settings& s, const Measured& m, 
                       {"cuda_graph", s.graph && s.device.is_cuda()},
                       {"channels_last", s.channels_last},
                       {"fused_norm", s.fused_norm},
+                      {"cpu_engine", s.device.is_cpu() ? cpu_engine_name(cpu_engine()) : "none"},
                       {"median_ms", ms},
                       {"images_per_s", ips},
                       {"peak_memory_bytes", m.fig.peak},

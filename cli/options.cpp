@@ -4,6 +4,7 @@
 
 #include "diffuse/core/device.h"
 #include "diffuse/core/error.h"
+#include "diffuse/cpu/unet_engine.h"
 
 namespace diffuse::cli {
 
@@ -122,7 +123,8 @@ Option clip_x0_option() {
 std::vector<Option> device_options() {
   return {{"device", "auto", kDeviceHelp},
           {"threads", "0", kThreadsHelp},
-          {"precision", "auto", kPrecisionHelp}};
+          {"precision", "auto", kPrecisionHelp},
+          {"cpu-engine", "auto", kCpuEngineHelp}};
 }
 
 }  // namespace diffuse::cli
@@ -135,6 +137,7 @@ torch::Device setup_device(const Args& args) {
   const auto threads = args.integer("threads");
   check(threads >= 0, "--threads must be >= 0, got ", threads);
   if (threads > 0) torch::set_num_threads(static_cast<int>(threads));
+  set_cpu_engine(parse_cpu_engine(args.str("cpu-engine")));
   return device;
 }
 

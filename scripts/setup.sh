@@ -12,7 +12,7 @@ fi
 log="${TMPDIR:-/tmp}/diffuse-setup-apt.log"
 
 packages=(cmake g++ ninja-build libgtest-dev libstb-dev nlohmann-json3-dev zlib1g-dev
-  dataset-fashion-mnist libtorch-dev libgloo-dev python3 python3-venv python3-pip ca-certificates)
+  dataset-fashion-mnist libtorch-dev libgloo-dev libdnnl-dev python3 python3-venv python3-pip ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

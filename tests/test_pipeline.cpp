@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "diffuse/core/error.h"
+#include "diffuse/cpu/unet_engine.h"
 #include "diffuse/io/safetensors.h"
 #include "diffuse/models/presets.h"
 #include "diffuse/models/weights.h"
@@ -14,7 +15,12 @@ using namespace diffuse;
 
 // Sampling through a given model function (the graphed forward on CUDA) gives what the model's
 // own forward gives; on the CPU the graphed one falls back to the eager forward, bit for bit.
+// The ATen engine on both sides: the graph's fallback is the module's forward.
 TEST(Generate, GivenModelFnAndGraphFallbackMatchTheEagerForward) {
+  struct AtenEngine {
+    AtenEngine() { set_cpu_engine(CpuEngine::Aten); }
+    ~AtenEngine() { set_cpu_engine(parse_cpu_engine("auto")); }
+  } aten;
   torch::manual_seed(0);
   UNet2DModel model(preset_config("tiny-test"));
   ProcessConfig process;
@@ -51,8 +57,9 @@ TEST(Guidance, ScalesZeroAndOneAreTheNullAndConditionalModels) {
   auto labels = torch::tensor({0L, 2L, 1L});
   const int64_t t = 400;
   auto tt = torch::full({3}, t, torch::kLong);
-  auto with_null = model->forward(x, tt, torch::full({3}, 3, torch::kLong));
-  auto with_label = model->forward(x, tt, labels);
+  // The CPU forward the model functions make (the oneDNN engine where built), bit for bit.
+  auto with_null = cpu_unet_forward(model, x, tt, torch::full({3}, 3, torch::kLong));
+  auto with_label = cpu_unet_forward(model, x, tt, labels);
   EXPECT_TRUE(torch::equal(guided_unet_model_fn(model, labels, 0.0, false)(x, tt), with_null));
   EXPECT_TRUE(torch::equal(guided_unet_model_fn(model, labels, 1.0, false)(x, tt), with_label));
   auto guided = guided_unet_model_fn(model, labels, 2.5, false)(x, tt);

@@ -36,6 +36,7 @@ class ResnetBlock2DImpl : public torch::nn::Module {
                     int64_t groups, double eps, double dropout, double output_scale_factor = 1.0);
   // x: (B, in, H, W), temb: (B, temb_channels) -> (B, out, H, W)
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& temb);
+  double output_scale_factor() const { return output_scale_factor_; }
 
   torch::nn::GroupNorm norm1{nullptr}, norm2{nullptr};
   torch::nn::Conv2d conv1{nullptr}, conv2{nullptr}, conv_shortcut{nullptr};
@@ -62,6 +63,7 @@ class AttentionBlockImpl : public torch::nn::Module {
   torch::nn::ModuleList to_out{nullptr};  // [out_proj], so its keys read to_out.0.*
 
   int64_t heads() const { return heads_; }
+  double rescale_output_factor() const { return rescale_output_factor_; }
 
  private:
   int64_t heads_;
@@ -76,6 +78,7 @@ class Downsample2DImpl : public torch::nn::Module {
   Downsample2DImpl(int64_t channels, int64_t padding);
   // x: (B, C, H, W) -> (B, C, H/2, W/2) for even H, W
   torch::Tensor forward(const torch::Tensor& x);
+  int64_t padding() const { return padding_; }
 
   torch::nn::Conv2d conv{nullptr};
 

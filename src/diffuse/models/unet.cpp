@@ -162,8 +162,8 @@ torch::Tensor UNet2DModelImpl::embed_time(const torch::Tensor& t) {
   return time_embedding(features.to(time_embedding->linear_1->weight.scalar_type()));
 }
 
-torch::Tensor UNet2DModelImpl::forward(torch::Tensor x, torch::Tensor t,
-                                       torch::Tensor class_labels) {
+UNet2DModelImpl::Inputs UNet2DModelImpl::prepare(torch::Tensor x, torch::Tensor t,
+                                                 const torch::Tensor& class_labels) {
   check(x.defined() && x.dim() == 4, "UNet2DModel: input must be (B, C, H, W), got ",
         x.defined() ? x.sizes() : torch::IntArrayRef{});
   check(x.is_floating_point(), "UNet2DModel: input must be floating point, got ", x.dtype());
@@ -208,7 +208,14 @@ torch::Tensor UNet2DModelImpl::forward(torch::Tensor x, torch::Tensor t,
           "UNet2DModel: class labels given but the model is not class-conditional");
   }
 
-  auto h = conv_in(x);  // (B, ch0, H, W)
+  return {x, emb};
+}
+
+torch::Tensor UNet2DModelImpl::forward(torch::Tensor x, torch::Tensor t,
+                                       torch::Tensor class_labels) {
+  auto in = prepare(std::move(x), std::move(t), class_labels);
+  const auto& emb = in.emb;
+  auto h = conv_in(in.x);  // (B, ch0, H, W)
   std::vector<torch::Tensor> skips{h};
   for (auto& down : downs_) h = down(h, emb, skips);
   if (mid_block) h = mid_block(h, emb);

@@ -23,6 +23,10 @@ class DownBlockImpl : public torch::nn::Module {
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& temb,
                         std::vector<torch::Tensor>& skips);
 
+  const std::vector<ResnetBlock2D>& resnets() const { return resnets_; }
+  const std::vector<AttentionBlock>& attentions() const { return attentions_; }
+  const Downsample2D& downsampler() const { return downsampler_; }
+
  private:
   std::vector<ResnetBlock2D> resnets_;
   std::vector<AttentionBlock> attentions_;
@@ -37,6 +41,9 @@ class MidBlockImpl : public torch::nn::Module {
   explicit MidBlockImpl(const UNetConfig& cfg);
   // x: (B, C, H, W) -> (B, C, H, W)
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& temb);
+
+  const std::vector<ResnetBlock2D>& resnets() const { return resnets_; }
+  const AttentionBlock& attention() const { return attention_; }
 
  private:
   std::vector<ResnetBlock2D> resnets_;
@@ -53,6 +60,10 @@ class UpBlockImpl : public torch::nn::Module {
   // x: (B, prev, H, W) -> (B, out, 2H, 2W) (or (B, out, H, W) at the last level).
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& temb,
                         std::vector<torch::Tensor>& skips);
+
+  const std::vector<ResnetBlock2D>& resnets() const { return resnets_; }
+  const std::vector<AttentionBlock>& attentions() const { return attentions_; }
+  const Upsample2D& upsampler() const { return upsampler_; }
 
  private:
   std::vector<ResnetBlock2D> resnets_;
@@ -72,6 +83,15 @@ class UNet2DModelImpl : public torch::nn::Module {
   // required exactly when num_class_embeds > 0. -> (B, out_channels, H, W).
   torch::Tensor forward(torch::Tensor x, torch::Tensor t, torch::Tensor class_labels = {});
 
+  // What forward does before conv_in, with its checks: x cast to the parameters' dtype (and
+  // centred when center_input_sample), and the embedding (B, time_embed_dim) every resnet gets:
+  // the timestep embedding plus the class embedding. Other inference paths (cpu/unet_engine.h)
+  // start from it.
+  struct Inputs {
+    torch::Tensor x, emb;
+  };
+  Inputs prepare(torch::Tensor x, torch::Tensor t, const torch::Tensor& class_labels);
+
   // The timestep embedding fed to every resnet: t (B) -> (B, time_embed_dim), in the
   // parameters' dtype.
   torch::Tensor embed_time(const torch::Tensor& t);
@@ -84,6 +104,8 @@ class UNet2DModelImpl : public torch::nn::Module {
   // parameters and inputs are left as they are, so CPU results do not change.
   void set_channels_last(bool on);
   bool channels_last() const { return channels_last_; }
+  const std::vector<DownBlock>& downs() const { return downs_; }
+  const std::vector<UpBlock>& ups() const { return ups_; }
 
   torch::nn::Conv2d conv_in{nullptr}, conv_out{nullptr};
   TimestepEmbedding time_embedding{nullptr};

@@ -2,6 +2,7 @@
 
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
+#include "diffuse/cpu/unet_engine.h"
 #include "diffuse/models/class_labels.h"
 #include "diffuse/pipeline/cuda_graph.h"
 #include "diffuse/samplers/guidance.h"
@@ -20,7 +21,8 @@ ModelFn unet_model_fn(UNet2DModel model, bool bf16, torch::Tensor labels) {
     }
     const auto dtype = model->parameters().front().scalar_type();
     AutocastGuard autocast(bf16 && x_t.is_cuda());
-    return model->forward(x_t.to(dtype), t, y).to(x_t.scalar_type());
+    // On the CPU: the oneDNN path unless --cpu-engine aten (cpu/unet_engine.h).
+    return cpu_unet_forward(model, x_t.to(dtype), t, y).to(x_t.scalar_type());
   };
 }
 

@@ -11,10 +11,10 @@
 
 namespace diffuse {
 
-// model->forward(x_t, t, labels) under c10::InferenceMode: x_t cast to the weights' dtype, the
-// output back to x_t's, bf16 autocast when asked and on CUDA. labels: (B) int64 for the batches
-// it will be called with; undefined means the null class for a class-conditional model (its
-// unconditional half) and nothing for an unconditional one.
+// model->forward(x_t, t, labels) under c10::InferenceMode (on the CPU through cpu_unet_forward):
+// x_t cast to the weights' dtype, the output back to x_t's, bf16 autocast when asked and on CUDA.
+// labels: (B) int64 for the batches it will be called with; undefined means the null class for a
+// class-conditional model (its unconditional half) and nothing for an unconditional one.
 ModelFn unet_model_fn(UNet2DModel model, bool bf16 = false, torch::Tensor labels = {});
 
 // A class-conditional model guided at `scale` (samplers/guidance.h) towards labels (B): scale 1
