@@ -17,8 +17,11 @@ for f in bin/diffuse include/diffuse/diffuse.h include/diffuse/diffuse_c.h \
   include/diffuse/error.h include/diffuse/version.h; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
-lib="$(find "$prefix" -name 'libdiffuse.so' | head -n1)"
-[ -n "$lib" ] || fail "libdiffuse.so not installed"
+lib="$(find "$prefix" -name 'libdiffuse_api.a' | head -n1)"
+[ -n "$lib" ] || fail "libdiffuse_api.a not installed"
+if grep -q '^DIFFUSE_SHARED_C_API:BOOL=ON' "$build/CMakeCache.txt"; then
+  [ -n "$(find "$prefix" -name 'libdiffuse_c.so')" ] || fail "libdiffuse_c.so not installed"
+fi
 cmake_dir="$(dirname "$lib")/cmake/diffuse"
 for f in diffuseConfig.cmake diffuseConfigVersion.cmake diffuseTargets.cmake; do
   [ -e "$cmake_dir/$f" ] || fail "not installed: $cmake_dir/$f"
