@@ -14,7 +14,7 @@ fail() { echo "install_test: $*" >&2; exit 1; }
 cmake --install "$build" --prefix "$prefix" >"$work/install.log" ||
   { cat "$work/install.log"; fail "cmake --install failed"; }
 for f in bin/diffuse include/diffuse/diffuse.h include/diffuse/diffuse_c.h \
-  include/diffuse/error.h include/diffuse/version.h; do
+  include/diffuse/core/error.h include/diffuse/version.h; do
   [ -e "$prefix/$f" ] || fail "not installed: $f"
 done
 lib="$(find "$prefix" -name 'libdiffuse_api.a' | head -n1)"
