@@ -21,6 +21,7 @@ add_library(diffuse::diffuse ALIAS diffuse_api)
 set_source_files_properties(${PROJECT_SOURCE_DIR}/cli/main.cpp PROPERTIES
   INCLUDE_DIRECTORIES ${PROJECT_BINARY_DIR}/include)
 
+get_filename_component(DIFFUSE_TORCH_LIB_DIR "${TORCH_LIBRARY}" DIRECTORY)
 if(DIFFUSE_SHARED_C_API)
   # Loading a model and sampling: the C API over the C++ API's model half (no training).
   add_library(diffuse_c SHARED ${PROJECT_SOURCE_DIR}/src/diffuse/api/c_api.cpp
@@ -29,12 +30,15 @@ if(DIFFUSE_SHARED_C_API)
   target_link_libraries(diffuse_c PRIVATE diffuse_pipeline)
   target_precompile_headers(diffuse_c REUSE_FROM diffuse_pch)
   set_target_properties(diffuse_c PROPERTIES VERSION ${PROJECT_VERSION}
-    SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR} INSTALL_RPATH_USE_LINK_PATH ON)
+    SOVERSION ${PROJECT_VERSION_MAJOR}.${PROJECT_VERSION_MINOR} INSTALL_RPATH_USE_LINK_PATH ON
+    INSTALL_RPATH "${DIFFUSE_TORCH_LIB_DIR}")
   install(TARGETS diffuse_c LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR})
 endif()
 
-# The installed CLI finds LibTorch where it was built against.
-set_target_properties(diffuse PROPERTIES INSTALL_RPATH_USE_LINK_PATH ON)
+# The installed programs find LibTorch where they were built against: its libraries reach the link
+# line partly as raw flags (torch_cuda), which INSTALL_RPATH_USE_LINK_PATH does not see.
+set_target_properties(diffuse PROPERTIES INSTALL_RPATH "${DIFFUSE_TORCH_LIB_DIR}"
+  INSTALL_RPATH_USE_LINK_PATH ON)
 install(TARGETS diffuse RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 set(DIFFUSE_EXPORTED diffuse_pch)
 foreach(m ${DIFFUSE_MODULES})
