@@ -21,7 +21,9 @@ add_library(diffuse::diffuse ALIAS diffuse_api)
 set_source_files_properties(${PROJECT_SOURCE_DIR}/cli/main.cpp PROPERTIES
   INCLUDE_DIRECTORIES ${PROJECT_BINARY_DIR}/include)
 
-get_filename_component(DIFFUSE_TORCH_LIB_DIR "${TORCH_LIBRARY}" DIRECTORY)
+# (TORCH_LIBRARY may name another LibTorch found on the system paths; TORCH_INSTALL_PREFIX is the
+# one whose TorchConfig.cmake was read.)
+set(DIFFUSE_TORCH_LIB_DIR "${TORCH_INSTALL_PREFIX}/lib")
 if(DIFFUSE_SHARED_C_API)
   # Loading a model and sampling: the C API over the C++ API's model half (no training).
   add_library(diffuse_c SHARED ${PROJECT_SOURCE_DIR}/src/diffuse/api/c_api.cpp
