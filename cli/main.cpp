@@ -5,14 +5,17 @@
 #include "commands.h"
 #include "diffuse/core/compat.h"
 #include "diffuse/core/error.h"
+#include "diffuse/version.h"
 
 using namespace diffuse::cli;
 
 namespace {
 
 void print_overview(const std::vector<Command>& cmds) {
-  std::cout << "diffuse: denoising diffusion models (DDPM, DDIM) in C++ on LibTorch "
-            << diffuse::torch_version() << "\n\nusage: diffuse COMMAND [options]\n\ncommands:\n";
+  std::cout << "diffuse " DIFFUSE_VERSION_STRING
+               ": denoising diffusion models (DDPM, DDIM) in C++ on LibTorch "
+            << diffuse::torch_version()
+            << "\n\nusage: diffuse COMMAND [options]   |   diffuse --version\n\ncommands:\n";
   for (const auto& c : cmds) {
     std::string head = "  " + c.name;
     std::cout << head << std::string(head.size() < 26 ? 26 - head.size() : 1, ' ') << c.summary
@@ -29,6 +32,11 @@ int main(int argc, char** argv) {
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
     print_overview(cmds);
     return args.empty() ? 1 : 0;
+  }
+  if (args[0] == "--version" || args[0] == "version") {
+    std::cout << "diffuse " DIFFUSE_VERSION_STRING " (LibTorch " << diffuse::torch_version()
+              << ")\n";
+    return 0;
   }
   // Two-word commands ("eval nll") match before one-word ones.
   const Command* found = nullptr;
